@@ -1,0 +1,45 @@
+"""Energy-based associative memories in Equinox.
+
+A *Lagrangian* is a convex scalar function of a layer's state; its gradient is the
+layer's activation function and its Legendre transform is the layer's energy.
+"""
+
+import importlib.metadata
+
+from . import functional as functional
+from ._functional import (
+    lagr_exp as lagr_exp,
+    lagr_ghostmax as lagr_ghostmax,
+    lagr_identity as lagr_identity,
+    lagr_layernorm as lagr_layernorm,
+    lagr_relu as lagr_relu,
+    lagr_repu as lagr_repu,
+    lagr_rexp as lagr_rexp,
+    lagr_sigmoid as lagr_sigmoid,
+    lagr_softmax as lagr_softmax,
+    lagr_softmax_unstable as lagr_softmax_unstable,
+    lagr_spherical_norm as lagr_spherical_norm,
+    lagr_tanh as lagr_tanh,
+)
+from ._lagrangians import (
+    Lagrangian as Lagrangian,
+    LExp as LExp,
+    LGhostmax as LGhostmax,
+    LIdentity as LIdentity,
+    LLayerNorm as LLayerNorm,
+    LRelu as LRelu,
+    LRepu as LRepu,
+    LRexp as LRexp,
+    LSigmoid as LSigmoid,
+    LSoftmax as LSoftmax,
+    LSoftmaxUnstable as LSoftmaxUnstable,
+    LSphericalNorm as LSphericalNorm,
+    LTanh as LTanh,
+)
+
+
+# --- associative memories (neurons, synapses, HAM, dynamics) ---
+# --- end associative memories ---
+
+
+__version__ = importlib.metadata.version("hamux_lagr")

@@ -1,0 +1,202 @@
+r"""The normalisation Lagrangians: layer norm and spherical (L2) norm.
+
+Each reduces over `axis` and returns `x`'s shape with `axis` kept at size 1. Their
+activations are the (centred) normalisation of `x`, scaled by `gamma` and shifted by
+`delta`, as in the Energy Transformer (Hoover et al. 2023).
+"""
+
+import functools as ft
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from ._custom_types import ParamLike, StateLike
+from ._jvp import tangent_sum
+from ._validation import as_param, as_state, check_broadcasts, normalise_axis
+
+
+def _prepare(x, gamma, delta, axis, eps, fn):
+    x = as_state(x, fn)
+    axis = normalise_axis(axis, x.ndim, fn)
+    gamma = as_param(gamma, "gamma", x.dtype, fn)
+    if gamma.size != 1:
+        raise ValueError(
+            f"`gamma` must be a scalar in `{fn}`, got shape {gamma.shape}: a "
+            "per-feature gamma makes the activation no longer the gradient of a "
+            "scalar Lagrangian."
+        )
+    gamma = gamma.reshape(())
+    delta = as_param(delta, "delta", x.dtype, fn)
+    if delta.ndim == 1 and x.ndim > 1:
+        # A vector `delta` is a per-feature shift along the normalised axis.
+        if delta.shape[0] not in (1, x.shape[axis]):
+            raise ValueError(
+                f"`delta` of shape {delta.shape} must have length {x.shape[axis]} "
+                f"(the size of `axis`={axis}) or 1 in `{fn}`."
+            )
+        shape = [1] * x.ndim
+        shape[axis] = delta.shape[0]
+        delta = delta.reshape(shape)
+    check_broadcasts(delta, x.shape, "delta", fn)
+    try:
+        eps = float(eps)
+    except (TypeError, jax.errors.ConcretizationTypeError) as e:
+        raise TypeError(
+            f"`eps` must be a Python number (a static hyper-parameter) in `{fn}`, "
+            f"got {type(eps).__name__}."
+        ) from e
+    if not (np.isfinite(eps) and eps >= 0):
+        raise ValueError(f"`eps` must be a finite number >= 0 in `{fn}`, got {eps}.")
+    return x, gamma, delta, axis, eps
+
+
+# ----------------------------------------------------------------------------------
+# layer norm
+# ----------------------------------------------------------------------------------
+
+
+def _layernorm_parts(x, gamma, delta, axis, eps):
+    xc = x - jnp.mean(x, axis=axis, keepdims=True)
+    s = jnp.sqrt(jnp.mean(xc * xc, axis=axis, keepdims=True) + eps)
+    dim = x.shape[axis]
+    out = dim * gamma * s + jnp.sum(delta * x, axis=axis, keepdims=True)
+    return xc, s, dim, out
+
+
+@ft.partial(jax.custom_jvp, nondiff_argnums=(3, 4))
+def _layernorm(x, gamma, delta, axis, eps):
+    return _layernorm_parts(x, gamma, delta, axis, eps)[-1]
+
+
+@ft.partial(_layernorm.defjvp, symbolic_zeros=True)
+def _layernorm_jvp(axis, eps, primals, tangents):
+    x, gamma, delta = primals
+    x_dot, gamma_dot, delta_dot = tangents
+    xc, s, dim, out = _layernorm_parts(x, gamma, delta, axis, eps)
+
+    def dx():
+        g = gamma * xc / s + delta
+        return jnp.sum(g * x_dot, axis=axis, keepdims=True)
+
+    tangent = tangent_sum(
+        out,
+        (x_dot, dx),
+        (gamma_dot, lambda: dim * s * gamma_dot),
+        (delta_dot, lambda: jnp.sum(delta_dot * x, axis=axis, keepdims=True)),
+    )
+    return out, tangent
+
+
+def lagr_layernorm(
+    x: StateLike,
+    gamma: ParamLike = 1.0,
+    delta: ParamLike = 0.0,
+    axis: int = -1,
+    eps: float = 1e-5,
+) -> Float[Array, "..."]:
+    r"""Lagrangian of the layer norm activation function (Hoover et al. 2023).
+
+    With $D$ the size of `axis`, $\bar{x}$ the mean and $\operatorname{Var}(x)$ the
+    (biased) variance over it:
+
+    $$\mathcal{L}(x) = D\,\gamma \sqrt{\operatorname{Var}(x) + \epsilon}
+    + \sum_i \delta_i x_i, \qquad
+    \frac{\partial \mathcal{L}}{\partial x} =
+    \gamma \frac{x - \bar{x}}{\sqrt{\operatorname{Var}(x) + \epsilon}} + \delta.$$
+
+    Convex for `gamma >= 0`. A custom JVP returns the closed-form activation and the
+    exact tangents of `gamma` and `delta`.
+
+    **Arguments:**
+
+    - `x`: the state, at least one dimension.
+    - `gamma`: scale of the standard deviation, a scalar (a per-feature gamma would
+      make the activation no longer the gradient of a scalar).
+    - `delta`: shift of the mean: a scalar, a vector of the size of `axis` (placed
+      along `axis`), or an array broadcasting to `x`.
+    - `axis`: the axis to normalise.
+    - `eps`: added to the variance to prevent division by 0; a Python number `>= 0`.
+
+    **Returns:**
+
+    An array of `x`'s shape with `axis` kept at size 1.
+    """
+    x, gamma, delta, axis, eps = _prepare(x, gamma, delta, axis, eps, "lagr_layernorm")
+    return _layernorm(x, gamma, delta, axis, eps)
+
+
+# ----------------------------------------------------------------------------------
+# spherical norm
+# ----------------------------------------------------------------------------------
+
+
+def _spherical_parts(x, gamma, delta, axis, eps):
+    s = jnp.sqrt(jnp.sum(x * x, axis=axis, keepdims=True) + eps)
+    out = gamma * s + jnp.sum(delta * x, axis=axis, keepdims=True)
+    return s, out
+
+
+@ft.partial(jax.custom_jvp, nondiff_argnums=(3, 4))
+def _spherical(x, gamma, delta, axis, eps):
+    return _spherical_parts(x, gamma, delta, axis, eps)[-1]
+
+
+@ft.partial(_spherical.defjvp, symbolic_zeros=True)
+def _spherical_jvp(axis, eps, primals, tangents):
+    x, gamma, delta = primals
+    x_dot, gamma_dot, delta_dot = tangents
+    s, out = _spherical_parts(x, gamma, delta, axis, eps)
+
+    def dx():
+        g = gamma * x / s + delta
+        return jnp.sum(g * x_dot, axis=axis, keepdims=True)
+
+    tangent = tangent_sum(
+        out,
+        (x_dot, dx),
+        (gamma_dot, lambda: s * gamma_dot),
+        (delta_dot, lambda: jnp.sum(delta_dot * x, axis=axis, keepdims=True)),
+    )
+    return out, tangent
+
+
+def lagr_spherical_norm(
+    x: StateLike,
+    gamma: ParamLike = 1.0,
+    delta: ParamLike = 0.0,
+    axis: int = -1,
+    eps: float = 1e-5,
+) -> Float[Array, "..."]:
+    r"""Lagrangian of the spherical (L2) norm activation function.
+
+    $$\mathcal{L}(x) = \gamma \sqrt{\textstyle\sum_i x_i^2 + \epsilon}
+    + \sum_i \delta_i x_i, \qquad
+    \frac{\partial \mathcal{L}}{\partial x} =
+    \gamma \frac{x}{\sqrt{\sum_i x_i^2 + \epsilon}} + \delta.$$
+
+    Convex for `gamma >= 0`. A custom JVP returns the closed-form activation and the
+    exact tangents of `gamma` and `delta`.
+
+    **Arguments:**
+
+    - `x`: the state, at least one dimension.
+    - `gamma`: scale of the normalised vector, a scalar.
+    - `delta`: shift: a scalar, a vector of the size of `axis` (placed along `axis`),
+      or an array broadcasting to `x`.
+    - `axis`: the axis to normalise.
+    - `eps`: added to the squared norm to prevent division by 0; a Python number
+      `>= 0`.
+
+    **Returns:**
+
+    An array of `x`'s shape with `axis` kept at size 1.
+    """
+    x, gamma, delta, axis, eps = _prepare(
+        x, gamma, delta, axis, eps, "lagr_spherical_norm"
+    )
+    return _spherical(x, gamma, delta, axis, eps)
+
+
+__all__ = ["lagr_layernorm", "lagr_spherical_norm"]

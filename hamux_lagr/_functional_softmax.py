@@ -1,0 +1,207 @@
+r"""The softmax family of Lagrangians: log-sum-exp over an axis.
+
+Each returns `x`'s shape with `axis` kept at size 1; the sum is the scalar Lagrangian.
+"""
+
+import functools as ft
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jaxtyping import Array, Float
+
+from ._custom_types import ParamLike, StateLike
+from ._jvp import tangent_sum
+from ._validation import as_state, normalise_axis, state_and_beta
+
+
+def _reduced_shape(shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
+    return tuple(1 if i == axis else d for i, d in enumerate(shape))
+
+
+def _prepare(x, beta, axis, fn):
+    x = as_state(x, fn)
+    axis = normalise_axis(axis, x.ndim, fn)
+    x, beta = state_and_beta(x, beta, fn, _reduced_shape(x.shape, axis))
+    # `beta` may vary across the other axes but not along `axis` (that would not be
+    # the gradient of a scalar function): state_and_beta checks it broadcasts to the
+    # reduced shape.
+    return x, beta, axis
+
+
+# ----------------------------------------------------------------------------------
+# softmax
+# ----------------------------------------------------------------------------------
+
+
+def _softmax_parts(x, beta, axis):
+    z = beta * x
+    m = lax.stop_gradient(jnp.max(z, axis=axis, keepdims=True))
+    y = z - m
+    e = jnp.exp(y)
+    log_s = jnp.log(jnp.sum(e, axis=axis, keepdims=True))
+    return y, e, log_s, (m + log_s) / beta
+
+
+@ft.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _softmax(x, beta, axis):
+    return jax.nn.logsumexp(beta * x, axis=axis, keepdims=True) / beta
+
+
+@ft.partial(_softmax.defjvp, symbolic_zeros=True)
+def _softmax_jvp(axis, primals, tangents):
+    x, beta = primals
+    x_dot, beta_dot = tangents
+    y, e, log_s, out = _softmax_parts(x, beta, axis)
+    p = e / jnp.exp(log_s)
+
+    def dbeta():
+        # d/dbeta logsumexp(beta x) / beta = sum(p log p) / beta**2 (minus the entropy).
+        return jnp.sum(p * (y - log_s), axis=axis, keepdims=True) / beta**2 * beta_dot
+
+    tangent = tangent_sum(
+        out,
+        (x_dot, lambda: jnp.sum(p * x_dot, axis=axis, keepdims=True)),
+        (beta_dot, dbeta),
+    )
+    return out, tangent
+
+
+def lagr_softmax(
+    x: StateLike, beta: ParamLike = 1.0, axis: int = -1
+) -> Float[Array, "..."]:
+    r"""The Lagrangian of the softmax: the log-sum-exp (Ramsauer et al. 2020).
+
+    $$\mathcal{L}(x) = \frac{1}{\beta} \log \sum_i e^{\beta x_i}, \qquad
+    \frac{\partial \mathcal{L}}{\partial x} = \operatorname{softmax}(\beta x).$$
+
+    Stable at every magnitude (the maximum is subtracted before exponentiating). A
+    custom JVP gives the softmax for `x` and the exact derivative for `beta`,
+    $\frac{1}{\beta^2}\sum_i p_i \log p_i$ with $p = \operatorname{softmax}(\beta x)$,
+    computed without cancellation.
+
+    Convex but not strictly: it is linear along the all-ones direction (see
+    `lagr_ghostmax` for a strictly convex sibling).
+
+    **Arguments:**
+
+    - `x`: the state, at least one dimension.
+    - `beta`: inverse temperature, positive; a scalar (or an array broadcasting to the
+      output shape).
+    - `axis`: the axis over which to apply the log-sum-exp.
+
+    **Returns:**
+
+    An array of `x`'s shape with `axis` kept at size 1.
+    """
+    x, beta, axis = _prepare(x, beta, axis, "lagr_softmax")
+    return _softmax(x, beta, axis)
+
+
+def lagr_softmax_unstable(
+    x: StateLike, beta: ParamLike = 1.0, axis: int = -1
+) -> Float[Array, "..."]:
+    r"""The log-sum-exp coded with elementary operations only.
+
+    Same value and activation as `lagr_softmax`,
+    $\frac{1}{\beta}\log\sum_i e^{\beta x_i}$, but written with `max`, subtract,
+    multiply, `exp`, `sum`, `log` and `stop_gradient` alone, for runtimes without a
+    log-sum-exp kernel (e.g. TensorFlow.js, for porting models to the browser). It is
+    as stable as `lagr_softmax`:
+    $m + \frac{1}{\beta}\log\sum_i e^{\beta(x_i - m)}$ with $m$ the stop-gradiented
+    maximum; the function does not depend on $m$, so every derivative is exact, and the
+    `beta` gradient has no cancellation. (The name is kept from HAMUX for
+    compatibility.)
+
+    **Arguments:**
+
+    - `x`: the state, at least one dimension.
+    - `beta`: inverse temperature, positive.
+    - `axis`: the axis over which to apply the log-sum-exp.
+
+    **Returns:**
+
+    An array of `x`'s shape with `axis` kept at size 1.
+    """
+    x, beta, axis = _prepare(x, beta, axis, "lagr_softmax_unstable")
+    m = lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
+    return (
+        m + jnp.log(jnp.sum(jnp.exp(beta * (x - m)), axis=axis, keepdims=True)) / beta
+    )
+
+
+# ----------------------------------------------------------------------------------
+# ghostmax
+# ----------------------------------------------------------------------------------
+
+
+def _ghostmax_parts(x, beta, axis):
+    z = beta * x
+    # Shift by max(max(z), 0): the ghost logit is 0.
+    m = lax.stop_gradient(jnp.maximum(jnp.max(z, axis=axis, keepdims=True), 0))
+    y = z - m
+    e = jnp.exp(y)
+    e0 = jnp.exp(-m)
+    log_s = jnp.log(e0 + jnp.sum(e, axis=axis, keepdims=True))
+    return m, y, e, log_s, (m + log_s) / beta
+
+
+@ft.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _ghostmax(x, beta, axis):
+    return _ghostmax_parts(x, beta, axis)[-1]
+
+
+@ft.partial(_ghostmax.defjvp, symbolic_zeros=True)
+def _ghostmax_jvp(axis, primals, tangents):
+    x, beta = primals
+    x_dot, beta_dot = tangents
+    m, y, e, log_s, out = _ghostmax_parts(x, beta, axis)
+    s = jnp.exp(log_s)
+    p = e / s
+
+    def dbeta():
+        # Minus the entropy of (p, p0), p0 = 1 - sum(p) the ghost's probability.
+        log_p0 = -m - log_s
+        neg_h = (
+            jnp.sum(p * (y - log_s), axis=axis, keepdims=True)
+            + jnp.exp(log_p0) * log_p0
+        )
+        return neg_h / beta**2 * beta_dot
+
+    tangent = tangent_sum(
+        out,
+        (x_dot, lambda: jnp.sum(p * x_dot, axis=axis, keepdims=True)),
+        (beta_dot, dbeta),
+    )
+    return out, tangent
+
+
+def lagr_ghostmax(
+    x: StateLike, beta: ParamLike = 1.0, axis: int = -1
+) -> Float[Array, "..."]:
+    r"""The Lagrangian of the "ghostmax": a softmax with an extra zero logit.
+
+    $$\mathcal{L}(x) = \frac{1}{\beta} \log\Big(1 + \sum_i e^{\beta x_i}\Big), \qquad
+    \frac{\partial \mathcal{L}}{\partial x_i} =
+    \frac{e^{\beta x_i}}{1 + \sum_j e^{\beta x_j}}.$$
+
+    The strictly convex sibling of `lagr_softmax`: the log-sum-exp is linear along the
+    all-ones direction, the ghostmax is not, so its Hessian is positive definite and
+    the activations may all be small (the "ghost" takes the rest of the mass). HAMUX
+    ships it undocumented. Stable at every magnitude, with an exact `beta` gradient.
+
+    **Arguments:**
+
+    - `x`: the state, at least one dimension.
+    - `beta`: inverse temperature, positive.
+    - `axis`: the axis over which to reduce.
+
+    **Returns:**
+
+    An array of `x`'s shape with `axis` kept at size 1.
+    """
+    x, beta, axis = _prepare(x, beta, axis, "lagr_ghostmax")
+    return _ghostmax(x, beta, axis)
+
+
+__all__ = ["lagr_ghostmax", "lagr_softmax", "lagr_softmax_unstable"]
