@@ -10,8 +10,6 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
-from ._custom_types import ArrayLike
-
 
 def default_float_dtype() -> np.dtype:
     """JAX's current default floating dtype (float64 when x64 is enabled)."""
@@ -62,17 +60,15 @@ def as_param(value: object, name: str, dtype, fn: str) -> Array:
         ) from e
 
 
-def _concrete(value: ArrayLike) -> np.ndarray | None:
+def _concrete(value: object) -> np.ndarray | None:
     """The value as a NumPy array, or `None` when it is traced."""
-    if isinstance(value, jax.core.Tracer):
-        return None
     try:
         return np.asarray(value)
     except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
         return None
 
 
-def check_positive(value: ArrayLike, name: str, fn: str, hint: str = "") -> None:
+def check_positive(value: object, name: str, fn: str, hint: str = "") -> None:
     """Raises a `ValueError` if a concrete `value` has an entry `<= 0` (or NaN)."""
     arr = _concrete(value)
     if arr is not None and not np.all(arr > 0):
@@ -80,9 +76,7 @@ def check_positive(value: ArrayLike, name: str, fn: str, hint: str = "") -> None
         raise ValueError(f"`{name}` must be positive in `{fn}`, got {shown}.{hint}")
 
 
-def check_at_least(
-    value: ArrayLike, bound: float, name: str, fn: str, why: str
-) -> None:
+def check_at_least(value: object, bound: float, name: str, fn: str, why: str) -> None:
     """Raises a `ValueError` if a concrete `value` has an entry `< bound` (or NaN)."""
     arr = _concrete(value)
     if arr is not None and not np.all(arr >= bound):
