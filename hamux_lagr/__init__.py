@@ -39,6 +39,20 @@ from ._lagrangians import (
 
 
 # --- associative memories (neurons, synapses, HAM, dynamics) ---
+# isort: split
+from ._attention import AttentionSynapse as AttentionSynapse
+from ._conv import ConvSynapse as ConvSynapse, PoolSynapse as PoolSynapse
+from ._dense_memory import DenseMemory as DenseMemory
+from ._dynamics import descend as descend
+from ._ham import HAM as HAM
+from ._neurons import NeuronLayer as NeuronLayer
+from ._synapses import (
+    BiasSynapse as BiasSynapse,
+    LinearSynapse as LinearSynapse,
+    Synapse as Synapse,
+)
+
+
 # --- end associative memories ---
 
 

@@ -100,7 +100,7 @@ def lagr_repu(x: StateLike, n: ParamLike) -> Float[Array, "..."]:
     `ValueError` if a concrete `n < 1` (the Lagrangian would not be convex).
     """
     x = as_state(x, "lagr_repu")
-    check_at_least(n, 1, "n", "lagr_repu", "a RePU of degree below 1 is not convex")
+    check_at_least(n, 1.0, "n", "lagr_repu", "a RePU of degree below 1 is not convex")
     n = as_param(n, "n", x.dtype, "lagr_repu")
     check_broadcasts(n, x.shape, "n", "lagr_repu")
     return _repu(x, n)

@@ -198,7 +198,7 @@ class LRepu(Lagrangian):
 
     n: float = eqx.field(static=True)
 
-    def __init__(self, n: float = 2.0):
+    def __init__(self, n: int | float = 2.0):
         try:
             n = float(n)
         except (TypeError, ValueError) as e:

@@ -1,0 +1,359 @@
+"""Dense associative memory benchmarks: `hamux_lagr` against a hand-written loop.
+
+A `DenseMemory(patterns, LSoftmax(beta))` on an `LIdentity` layer: K=1024 unit-norm
+patterns of dimension D=784, B=256 noisy queries, beta 1 and 10. The reference is a
+jitted closed-form `lax.scan` loop doing the same arithmetic,
+`x <- x + dt * (-x + softmax(beta * x @ P.T) @ P)`. Every ratio is measured side by
+side in one process, the two functions' runs interleaved, and reports median times.
+
+1. retrieval, T=20 Euler steps, dt=0.1: ours / hand-written (target <= 1.05), with the
+   energy trace against a loop that also computes the energy, and without;
+2. one training step (`value_and_grad` of a reconstruction loss through T=10 steps,
+   w.r.t. the patterns): ours / hand-written (target <= 1.10);
+3. jit compile time of (1): ours / hand-written (target <= 1.5);
+4. time to a fixed point (max |dE/dg| < 1e-4): the documented fast option (Euler with
+   dt = tau, the concave-convex / Ramsauer update, stopped with `tol`) and an adaptive
+   diffrax solver, against Euler dt=0.1 stopped with `tol`: ratios of wall time and of
+   energy-gradient evaluations (target <= 0.5);
+5. the same retrieval written with the public `hamux` package (0.2.x; skipped with a
+   message if it is not installed): ours / hamux (target <= 1.0).
+
+Run with `python benchmarks/bench_memory.py` (add `--quick` for fewer repetitions).
+"""
+
+import argparse
+import statistics
+import time
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+import hamux_lagr as hl
+
+
+K, D, B = 1024, 784, 256
+T_RETRIEVE, T_TRAIN, DT = 20, 10, 0.1
+TOL = 1e-4
+
+
+def problem(beta: float, seed: int = 0):
+    kp, ki, kn = jax.random.split(jax.random.key(seed), 3)
+    patterns = jax.random.normal(kp, (K, D))
+    patterns = patterns / jnp.linalg.norm(patterns, axis=1, keepdims=True)
+    clean = patterns[jax.random.randint(ki, (B,), 0, K)]
+    queries = clean + 0.5 * jax.random.normal(kn, (B, D)) / jnp.sqrt(D)
+    ham = hl.HAM(
+        neurons={"v": hl.NeuronLayer(hl.LIdentity(), (D,))},
+        synapses={"memory": hl.DenseMemory(patterns, hl.LSoftmax(beta))},
+        connections=[(("v",), "memory")],
+    )
+    return ham, patterns, queries, clean
+
+
+# ----------------------------------------------------------------------------------
+# the hand-written reference: closed forms, batched matrices, one lax.scan
+# ----------------------------------------------------------------------------------
+
+
+def hand_retrieve(patterns, queries, beta, *, steps=T_RETRIEVE, dt=DT):
+    def step(x, _):
+        x = x + dt * (-x + jax.nn.softmax(beta * x @ patterns.T) @ patterns)
+        return x, None
+
+    return lax.scan(step, queries, length=steps)[0]
+
+
+def hand_retrieve_energy(patterns, queries, beta, *, steps=T_RETRIEVE, dt=DT):
+    def energy(x, h):
+        return 0.5 * jnp.sum(x * x, -1) - jax.nn.logsumexp(beta * h, -1) / beta
+
+    def step(x, _):
+        h = x @ patterns.T
+        e = energy(x, h)
+        x = x + dt * (-x + jax.nn.softmax(beta * h) @ patterns)
+        return x, e
+
+    x, es = lax.scan(step, queries, length=steps)
+    es = jnp.concatenate([es, energy(x, x @ patterns.T)[None]])
+    return x, es.T
+
+
+def hand_loss(patterns, queries, clean, beta):
+    x = hand_retrieve(patterns, queries, beta, steps=T_TRAIN)
+    return jnp.mean((x - clean) ** 2)
+
+
+# ----------------------------------------------------------------------------------
+# ours
+# ----------------------------------------------------------------------------------
+
+
+def ours_retrieve(ham, queries, *, trace=False):
+    xs, energies = hl.descend(ham, {"v": queries}, steps=T_RETRIEVE, dt=DT, trace=trace)
+    return xs["v"], energies
+
+
+def ours_loss(patterns, ham, queries, clean):
+    ham = eqx.tree_at(lambda h: h.synapses["memory"].patterns, ham, patterns)
+    xs, _ = hl.descend(ham, {"v": queries}, steps=T_TRAIN, dt=DT, trace=False)
+    return jnp.mean((xs["v"] - clean) ** 2)
+
+
+# ----------------------------------------------------------------------------------
+# timing
+# ----------------------------------------------------------------------------------
+
+
+def block(out):
+    jax.tree.map(lambda x: x.block_until_ready(), out)
+    return out
+
+
+def interleaved(fns: dict, reps: int) -> dict:
+    """Median wall time of each (already compiled) thunk, runs interleaved."""
+    for fn in fns.values():
+        block(fn())
+    times = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            block(fn())
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def compile_time(make_fn, args, reps: int) -> float:
+    """Median cold `jit(...).lower(...).compile()` time (caches cleared each time)."""
+    ts = []
+    for _ in range(reps):
+        jax.clear_caches()
+        eqx.clear_caches()
+        fn = jax.jit(make_fn())
+        t0 = time.perf_counter()
+        fn.lower(*args).compile()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+ROWS = []
+
+
+def row(name, beta, ours, ref, target, unit="ms"):
+    ratio = ours / ref
+    scale = 1e3 if unit == "ms" else 1.0
+    ROWS.append((name, beta, ours * scale, ref * scale, unit, ratio, target))
+    ok = "ok" if ratio <= target else "MISSED"
+    print(
+        f"{name:44s} beta={beta:<4g} ours {ours * scale:9.2f} {unit:5s} ref "
+        f"{ref * scale:9.2f} {unit:5s} ratio {ratio:5.3f} (target <= {target}) {ok}",
+        flush=True,
+    )
+
+
+# ----------------------------------------------------------------------------------
+# the benchmarks
+# ----------------------------------------------------------------------------------
+
+
+def bench_retrieval(beta, reps):
+    ham, patterns, queries, _ = problem(beta)
+    ours = jax.jit(ours_retrieve, static_argnames="trace")
+    hand = jax.jit(hand_retrieve, static_argnums=2)
+    hand_e = jax.jit(hand_retrieve_energy, static_argnums=2)
+    # Same arithmetic, same answer.
+    x_ours, e_ours = ours(ham, queries, trace=True)
+    x_hand, e_hand = hand_e(patterns, queries, beta)
+    assert jnp.allclose(x_ours, x_hand, atol=1e-4), "ours and hand-written differ"
+    assert jnp.allclose(e_ours, e_hand, atol=1e-4), "energy traces differ"
+    t = interleaved(
+        {
+            "ours": lambda: ours(ham, queries),
+            "hand": lambda: hand(patterns, queries, beta),
+            "ours_trace": lambda: ours(ham, queries, trace=True),
+            "hand_trace": lambda: hand_e(patterns, queries, beta),
+        },
+        reps,
+    )
+    row("1. retrieval T=20 (no energy trace)", beta, t["ours"], t["hand"], 1.05)
+    row("1. retrieval T=20 (with energy trace)", beta, t["ours_trace"], t["hand_trace"], 1.05)
+
+
+def bench_training(beta, reps):
+    ham, patterns, queries, clean = problem(beta)
+    ours = jax.jit(jax.value_and_grad(ours_loss))
+    hand = jax.jit(jax.value_and_grad(hand_loss), static_argnums=3)
+    (l_ours, g_ours), (l_hand, g_hand) = (
+        ours(patterns, ham, queries, clean),
+        hand(patterns, queries, clean, beta),
+    )
+    assert jnp.allclose(l_ours, l_hand, rtol=1e-4), "losses differ"
+    assert jnp.allclose(g_ours, g_hand, atol=1e-6, rtol=1e-3), "gradients differ"
+    t = interleaved(
+        {
+            "ours": lambda: ours(patterns, ham, queries, clean),
+            "hand": lambda: hand(patterns, queries, clean, beta),
+        },
+        reps,
+    )
+    row("2. training step, grad through T=10", beta, t["ours"], t["hand"], 1.10)
+
+
+def bench_compile(beta, reps):
+    ham, patterns, queries, _ = problem(beta)
+    ours = compile_time(lambda: lambda h, q: ours_retrieve(h, q), (ham, queries), reps)
+    hand = compile_time(
+        lambda: lambda p, q: hand_retrieve(p, q, beta), (patterns, queries), reps
+    )
+    row("3. jit compile time of (1)", beta, ours, hand, 1.5)
+
+
+class _Counter:
+    """Counts energy-gradient evaluations through a host callback (per sample)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, *args):
+        self.calls += 1
+
+
+class CountingMemory(hl.Synapse):
+    memory: hl.DenseMemory
+    counter: _Counter = eqx.field(static=True)
+
+    def __call__(self, g):
+        jax.debug.callback(self.counter, g.sum())
+        return self.memory(g)
+
+
+def bench_fixed_point(beta, reps):
+    import diffrax
+
+    ham, patterns, queries, _ = problem(beta)
+
+    def run(ham, q, dt, solver=None):
+        xs, _ = hl.descend(
+            ham, {"v": q}, steps=10_000, dt=dt, tol=TOL, trace=False, solver=solver
+        )
+        return xs["v"]
+
+    options = {
+        "euler dt=0.1": dict(dt=0.1),
+        "euler dt=tau=1 (CCCP)": dict(dt=1.0),
+        "diffrax Tsit5, adaptive": dict(dt=0.1, solver=diffrax.Tsit5()),
+    }
+    fns = {name: jax.jit(lambda h, q, o=o: run(h, q, **o)) for name, o in options.items()}
+    # Converged: max |dE/dg| < tol on every query.
+    for name, fn in fns.items():
+        res = jnp.max(jnp.abs(ham.dEdg({"v": fn(ham, queries)})["v"]))
+        assert res < 2 * TOL, f"{name} did not converge: {res}"
+    # Evaluations, counted per sample through a callback (separate, untimed runs).
+    evals = {}
+    for name, o in options.items():
+        counter = _Counter()
+        counted = eqx.tree_at(
+            lambda h: h.synapses["memory"],
+            ham,
+            CountingMemory(ham.synapses["memory"], counter),
+        )
+        block(jax.jit(lambda h, q, o=o: run(h, q, **o))(counted, queries))
+        evals[name] = counter.calls / B
+    t = interleaved({name: (lambda fn=fn: fn(ham, queries)) for name, fn in fns.items()}, reps)
+    base = "euler dt=0.1"
+    for name in options:
+        if name == base:
+            continue
+        row(f"4. fixed point: {name} / euler: time", beta, t[name], t[base], 0.5)
+        row(
+            f"4. fixed point: {name} / euler: evals",
+            beta,
+            evals[name],
+            evals[base],
+            0.5,
+            unit="evals",
+        )
+
+
+def bench_hamux(beta, reps):
+    try:
+        import hamux
+    except ImportError:
+        print(
+            "5. vs public hamux: skipped (hamux is not installed; `pip install "
+            "hamux` into a separate environment to run it)"
+        )
+        return
+    ham, patterns, queries, _ = problem(beta)
+
+    class HamuxDenseMemory(eqx.Module):
+        patterns: jax.Array
+        beta: float = eqx.field(static=True)
+
+        def __call__(self, g):
+            return -jax.nn.logsumexp(self.beta * (self.patterns @ g)) / self.beta
+
+    theirs = hamux.HAM(
+        {"v": hamux.NeuronLayer(hamux.lagr_identity, (D,))},
+        {"memory": HamuxDenseMemory(patterns, beta)},
+        [(("v",), "memory")],
+    ).vectorize()
+
+    def hamux_retrieve(model, queries):
+        def step(xs, _):
+            gs = model.activations(xs)
+            dEdg = model.dEdact(gs, xs)
+            return jax.tree.map(lambda x, d: x - DT * d, xs, dEdg), None
+
+        return lax.scan(step, {"v": queries}, length=T_RETRIEVE)[0]["v"]
+
+    f_theirs = jax.jit(hamux_retrieve)
+    f_ours = jax.jit(ours_retrieve)
+    assert jnp.allclose(f_theirs(theirs, queries), f_ours(ham, queries)[0], atol=1e-4)
+    t = interleaved(
+        {
+            "ours": lambda: f_ours(ham, queries),
+            "hamux": lambda: f_theirs(theirs, queries),
+        },
+        reps,
+    )
+    version = getattr(hamux, "__version__", "0.2.x")
+    row(f"5. retrieval vs hamux {version}", beta, t["ours"], t["hamux"], 1.0)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument("--only", type=int, nargs="*", help="benchmark numbers to run")
+    args = parser.parse_args()
+    reps = 5 if args.quick else 15
+    print(
+        f"hamux_lagr {hl.__version__}, jax {jax.__version__}, "
+        f"{jax.devices()[0].platform}, dtype {jnp.zeros(()).dtype}; K={K} D={D} B={B}"
+    )
+    benches = {
+        1: bench_retrieval,
+        2: bench_training,
+        3: bench_compile,
+        4: bench_fixed_point,
+        5: bench_hamux,
+    }
+    for number, bench in benches.items():
+        if args.only and number not in args.only:
+            continue
+        for beta in (1.0, 10.0):
+            bench(beta, reps if number != 4 else max(3, reps // 5))
+    print()
+    print("| benchmark | beta | ours | reference | ratio | target |")
+    print("|---|---|---|---|---|---|")
+    for name, beta, ours, ref, unit, ratio, target in ROWS:
+        mark = "" if ratio <= target else " **missed**"
+        print(
+            f"| {name} | {beta:g} | {ours:.2f} {unit} | {ref:.2f} {unit} | "
+            f"{ratio:.3f}{mark} | <= {target} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

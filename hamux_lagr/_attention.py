@@ -1,0 +1,145 @@
+r"""The energy attention of the Energy Transformer (Hoover et al. 2023)."""
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from ._custom_types import Scalar
+from ._synapses import as_weight, check_key, float_dtype, Synapse
+
+
+class AttentionSynapse(Synapse):
+    r"""Multi-head energy attention over token-shaped activations (Hoover et al. 2023).
+
+    For queries from tokens $g \in \mathbb{R}^{N\times D}$ and keys from tokens
+    $g' \in \mathbb{R}^{M\times D}$ (by default $g' = g$, self-attention),
+
+    $$Q_{hn} = W^Q_h g_n,\quad K_{hm} = W^K_h g'_m,\qquad
+    E(g, g') = -\frac{1}{\beta}\sum_{h}\sum_{n=1}^{N}
+    \log\sum_{m=1}^{M} e^{\beta\,\langle Q_{hn}, K_{hm}\rangle}.$$
+
+    Its negative gradient is an attention update in which every token is both a query
+    and a key, so the tokens' dynamics descend one energy. Unlike the Energy
+    Transformer paper, the sum over keys includes the query's own token ($m = n$);
+    mask it yourself by subclassing `hamux_lagr.Synapse` if you need the exact form.
+
+    In a `hamux_lagr.HAM` a connection with one layer gives self-attention; a
+    connection with two layers `(queries, keys)` gives cross-attention.
+
+    **Arguments:**
+
+    - `Wq`: the query projections, of shape `(num_heads, head_dim, dim)`. Learnable.
+    - `Wk`: the key projections, of the same shape. Learnable.
+    - `beta`: the inverse temperature, a positive Python number (static); by default
+      `1 / sqrt(head_dim)`.
+    """
+
+    Wq: Float[Array, "heads head_dim dim"]
+    Wk: Float[Array, "heads head_dim dim"]
+    beta: float = eqx.field(static=True)
+
+    def __init__(self, Wq: ArrayLike, Wk: ArrayLike, beta: float | None = None):
+        self.Wq = as_weight(Wq, "Wq", "AttentionSynapse", ndim=3)
+        self.Wk = as_weight(Wk, "Wk", "AttentionSynapse", ndim=3)
+        if self.Wq.shape != self.Wk.shape:
+            raise ValueError(
+                "`Wq` and `Wk` must have the same shape (num_heads, head_dim, dim) in "
+                f"`AttentionSynapse`, got {self.Wq.shape} and {self.Wk.shape}."
+            )
+        if beta is None:
+            beta = 1 / math.sqrt(self.Wq.shape[1])
+        try:
+            beta = float(beta)
+        except (TypeError, ValueError) as e:
+            raise TypeError(
+                f"`beta` must be a positive Python number in `AttentionSynapse`, got "
+                f"{beta!r}."
+            ) from e
+        if not (math.isfinite(beta) and beta > 0):
+            raise ValueError(
+                f"`beta` must be a finite positive number in `AttentionSynapse`, got "
+                f"{beta}; pass e.g. `beta=1 / sqrt(head_dim)` (the default)."
+            )
+        self.beta = beta
+
+    def __call__(
+        self, g: Float[Array, "N dim"], g_keys: Float[Array, "M dim"] | None = None
+    ) -> Scalar:
+        r"""The attention energy.
+
+        **Arguments:**
+
+        - `g`: the query tokens' activations, of shape `(N, dim)`.
+        - `g_keys`: the key tokens' activations, of shape `(M, dim)`; by default `g`
+          (self-attention).
+
+        **Returns:**
+
+        The scalar energy.
+        """
+        if g_keys is None:
+            g_keys = g
+        dim = self.Wq.shape[2]
+        for name, tokens in (("g", g), ("g_keys", g_keys)):
+            if tokens.ndim != 2 or tokens.shape[1] != dim:
+                raise ValueError(
+                    f"`AttentionSynapse` with projections of shape {self.Wq.shape} "
+                    f"expects `{name}` of shape (num_tokens, {dim}), got {tokens.shape}."
+                )
+        q = jnp.einsum("hyd,nd->hny", self.Wq, g)
+        k = jnp.einsum("hyd,md->hmy", self.Wk, g_keys)
+        scores = jnp.einsum("hny,hmy->hnm", q, k)
+        return -jnp.sum(jax.nn.logsumexp(self.beta * scores, axis=-1)) / self.beta
+
+    @classmethod
+    def random(
+        cls,
+        dim: int,
+        num_heads: int = 1,
+        head_dim: int | None = None,
+        *,
+        key: PRNGKeyArray,
+        beta: float | None = None,
+        dtype=None,
+    ) -> "AttentionSynapse":
+        r"""An `AttentionSynapse` with normal random projections.
+
+        $W^Q, W^K \sim \mathcal{N}(0, 1/\text{dim})$.
+
+        **Arguments:**
+
+        - `dim`: the tokens' dimension.
+        - `num_heads`: the number of heads.
+        - `head_dim`: each head's query/key dimension; by default
+          `max(dim // num_heads, 1)`.
+        - `key`: a JAX PRNG key (keyword-only).
+        - `beta`: the inverse temperature; by default `1 / sqrt(head_dim)`.
+        - `dtype`: the floating dtype; by default JAX's default float.
+
+        **Returns:**
+
+        An `AttentionSynapse` with projections of shape `(num_heads, head_dim, dim)`.
+        """
+        check_key(key, "AttentionSynapse.random")
+        for name, value in (("dim", dim), ("num_heads", num_heads)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(
+                    f"`{name}` must be a positive int in `AttentionSynapse.random`, "
+                    f"got {value!r}."
+                )
+        if head_dim is None:
+            head_dim = max(dim // num_heads, 1)
+        dtype = float_dtype(dtype)
+        kq, kk = jax.random.split(key)
+        shape = (num_heads, head_dim, dim)
+        std = 1 / math.sqrt(dim)
+        Wq = std * jax.random.normal(kq, shape, dtype)
+        Wk = std * jax.random.normal(kk, shape, dtype)
+        return cls(Wq, Wk, beta)
+
+
+__all__ = ["AttentionSynapse"]

@@ -1,0 +1,358 @@
+r"""Synapses between image-shaped layers: convolution and pooling.
+
+Images are laid out channels-first, `(channels, height, width)`, as in
+`equinox.nn.Conv2d`. A synapse's energy is minus the overlap of the second layer's
+activations with a (convolved, pooled) image of the first layer's activations.
+"""
+
+from typing import Literal
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.typing import ArrayLike
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from ._custom_types import Scalar
+from ._synapses import as_pair, as_weight, check_key, float_dtype, Synapse
+
+
+_Padding = int | tuple[int, int] | tuple[tuple[int, int], tuple[int, int]] | str
+
+
+def _as_padding(padding: object, where: str):
+    """Normalises a padding to `"SAME"`, `"VALID"` or `((top, bottom), (left, right))`."""
+    if isinstance(padding, str):
+        if padding.upper() in ("SAME", "VALID"):
+            return padding.upper()
+    else:
+        if isinstance(padding, int) and not isinstance(padding, bool):
+            padding = (padding, padding)
+        try:
+            pads = tuple(padding)  # pyright: ignore[reportArgumentType]
+        except TypeError:
+            pads = ()
+        if len(pads) == 2:
+            out = []
+            for p in pads:
+                if isinstance(p, int) and not isinstance(p, bool):
+                    p = (p, p)
+                try:
+                    p = tuple(p)  # pyright: ignore[reportArgumentType]
+                except TypeError:
+                    break
+                if len(p) != 2 or not all(
+                    isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in p
+                ):
+                    break
+                out.append(p)
+            else:
+                return tuple(out)
+    raise ValueError(
+        f"`padding` must be 'SAME', 'VALID', an int, a pair of ints or a pair of "
+        f"(low, high) pairs in `{where}`, got {padding!r}."
+    )
+
+
+def _check_image(g: Array, channels: int, name: str, where: str) -> None:
+    if g.ndim != 3 or g.shape[0] != channels:
+        raise ValueError(
+            f"`{where}` expects `{name}` laid out as (channels, height, width) with "
+            f"{channels} channels, got activations of shape {g.shape}."
+        )
+
+
+class ConvSynapse(Synapse):
+    r"""A convolutional synapse between two image-shaped layers.
+
+    $$E(g_1, g_2) = -\big\langle g_2,\; K \star g_1 + b\big\rangle
+    = -\sum_{c,i,j} (g_2)_{cij}\Big(b_c + \sum_{c',u,v} K_{c c' u v}\,
+    (g_1)_{c',\, s i + u,\, s j + v}\Big),$$
+
+    the energy of a 2-D convolution (cross-correlation, stride $s$, optional padding
+    of $g_1$) from the first layer to the second (Hoover et al. 2022). Layer 2 receives
+    the input current $K \star g_1 + b$; layer 1 receives the transposed convolution
+    of $g_2$. Images are `(channels, height, width)`.
+
+    **Arguments:**
+
+    - `kernel`: the kernel, of shape `(out_channels, in_channels, kh, kw)`. Learnable.
+    - `bias`: an optional bias of shape `(out_channels,)`. Learnable.
+    - `stride`: the stride, an int or a pair (static).
+    - `padding`: `"VALID"` (default 0), `"SAME"`, an int, a pair, or a pair of
+      `(low, high)` pairs, applied to the first layer's image (static).
+    """
+
+    kernel: Float[Array, "c_out c_in kh kw"]
+    bias: Float[Array, " c_out"] | None
+    stride: tuple[int, int] = eqx.field(static=True)
+    padding: str | tuple[tuple[int, int], tuple[int, int]] = eqx.field(static=True)
+
+    def __init__(
+        self,
+        kernel: ArrayLike,
+        bias: ArrayLike | None = None,
+        *,
+        stride: int | tuple[int, int] = 1,
+        padding: _Padding = 0,
+    ):
+        self.kernel = as_weight(kernel, "kernel", "ConvSynapse", ndim=4)
+        if bias is None:
+            self.bias = None
+        else:
+            self.bias = as_weight(bias, "bias", "ConvSynapse", ndim=1)
+            if self.bias.shape[0] != self.kernel.shape[0]:
+                raise ValueError(
+                    f"`bias` must have shape ({self.kernel.shape[0]},), one entry per "
+                    f"output channel of `kernel` {self.kernel.shape}, in `ConvSynapse`; "
+                    f"got {self.bias.shape}."
+                )
+        self.stride = as_pair(stride, "stride", "ConvSynapse")
+        self.padding = _as_padding(padding, "ConvSynapse")
+
+    def forward(self, g1: Float[Array, "c_in h w"]) -> Float[Array, "c_out h2 w2"]:
+        r"""The input current $K \star g_1 + b$ that the second layer receives.
+
+        **Arguments:**
+
+        - `g1`: the first layer's activations, `(in_channels, height, width)`.
+
+        **Returns:**
+
+        The convolved image, `(out_channels, height', width')`.
+        """
+        _check_image(g1, self.kernel.shape[1], "g1", "ConvSynapse")
+        dtype = jnp.result_type(g1, self.kernel)
+        out = lax.conv_general_dilated(
+            g1[None].astype(dtype),
+            self.kernel.astype(dtype),
+            window_strides=self.stride,
+            padding=self.padding,
+            dimension_numbers=("NCHW", "OIHW", "NCHW"),
+        )[0]
+        if self.bias is not None:
+            out = out + self.bias[:, None, None]
+        return out
+
+    def __call__(
+        self, g1: Float[Array, "c_in h w"], g2: Float[Array, "c_out h2 w2"]
+    ) -> Scalar:
+        r"""The energy $-\langle g_2, K \star g_1 + b\rangle$.
+
+        **Arguments:**
+
+        - `g1`: the first layer's activations, `(in_channels, height, width)`.
+        - `g2`: the second layer's activations, of the convolution's output shape.
+
+        **Returns:**
+
+        The scalar energy.
+        """
+        current = self.forward(g1)
+        if current.shape != g2.shape:
+            raise ValueError(
+                f"`ConvSynapse` maps an image of shape {g1.shape} to shape "
+                f"{current.shape}, but the second layer has shape {g2.shape}; change "
+                "the layer's shape, the kernel size, `stride` or `padding`."
+            )
+        return -jnp.sum(g2 * current)
+
+    @classmethod
+    def random(
+        cls,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        *,
+        key: PRNGKeyArray,
+        stride: int | tuple[int, int] = 1,
+        padding: _Padding = 0,
+        use_bias: bool = False,
+        dtype=None,
+    ) -> "ConvSynapse":
+        r"""A `ConvSynapse` with a normal random kernel.
+
+        $K \sim \mathcal{N}(0, 1/\text{fan-in})$, fan-in
+        $= \text{in\_channels}\cdot k_h k_w$; the bias (if any) starts at zero.
+
+        **Arguments:**
+
+        - `in_channels`, `out_channels`: the channels of the first and second layer.
+        - `kernel_size`: an int or a pair `(kh, kw)`.
+        - `key`: a JAX PRNG key (keyword-only).
+        - `stride`, `padding`: as in `ConvSynapse`.
+        - `use_bias`: whether to add a (zero-initialised) bias per output channel.
+        - `dtype`: the floating dtype; by default JAX's default float.
+
+        **Returns:**
+
+        A `ConvSynapse` with a kernel of shape `(out_channels, in_channels, kh, kw)`.
+        """
+        check_key(key, "ConvSynapse.random")
+        for name, value in (
+            ("in_channels", in_channels),
+            ("out_channels", out_channels),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(
+                    f"`{name}` must be a positive int in `ConvSynapse.random`, got "
+                    f"{value!r}."
+                )
+        c_in, c_out = in_channels, out_channels
+        kh, kw = as_pair(kernel_size, "kernel_size", "ConvSynapse.random")
+        dtype = float_dtype(dtype)
+        std = (c_in * kh * kw) ** -0.5
+        kernel = std * jax.random.normal(key, (c_out, c_in, kh, kw), dtype)
+        bias = jnp.zeros((c_out,), dtype) if use_bias else None
+        return cls(kernel, bias, stride=stride, padding=padding)
+
+
+class PoolSynapse(Synapse):
+    r"""The energy of a pooled image of one layer, aligned with a smaller layer.
+
+    $$E(g_1, g_2) = -\big\langle g_2,\; \operatorname{pool}(h(g_1))\big\rangle,\qquad
+    \operatorname{pool}(y)_{cij} = \max_{(u, v) \in W_{ij}} y_{cuv}
+    \;\text{ or }\; \frac{1}{|W_{ij}|}\sum_{(u, v) \in W_{ij}} y_{cuv},$$
+
+    where $W_{ij}$ is the $(k_h, k_w)$ window at position $(s i, s j)$ and $h$ is the
+    identity, or the convolution $K \star g_1 + b$ of an optional `ConvSynapse` (the
+    convolution-with-pooling synapse of HAMUX). Layer 2 receives the pooled image as
+    its input current; with max pooling, layer 1 receives $g_2$ routed back to each
+    window's maximum (the energy is piecewise linear there, its gradient defined almost
+    everywhere), with average pooling it receives $g_2$ spread evenly over the window.
+
+    **Arguments:**
+
+    - `window`: the pooling window `(kh, kw)`, an int or a pair (static).
+    - `stride`: the pooling stride; by default the window (non-overlapping windows).
+    - `mode`: `"max"` or `"avg"` (static).
+    - `conv`: an optional `ConvSynapse` applied before pooling (learnable).
+    """
+
+    conv: ConvSynapse | None
+    window: tuple[int, int] = eqx.field(static=True)
+    stride: tuple[int, int] = eqx.field(static=True)
+    mode: str = eqx.field(static=True)
+
+    def __init__(
+        self,
+        window: int | tuple[int, int],
+        *,
+        stride: int | tuple[int, int] | None = None,
+        mode: Literal["max", "avg"] = "max",
+        conv: ConvSynapse | None = None,
+    ):
+        self.window = as_pair(window, "window", "PoolSynapse")
+        self.stride = (
+            self.window if stride is None else as_pair(stride, "stride", "PoolSynapse")
+        )
+        if mode not in ("max", "avg"):
+            raise ValueError(
+                f"`mode` must be 'max' or 'avg' in `PoolSynapse`, got {mode!r}."
+            )
+        self.mode = mode
+        if conv is not None and not isinstance(conv, ConvSynapse):
+            raise TypeError(
+                "`conv` must be a `ConvSynapse` or None in `PoolSynapse`, got "
+                f"{type(conv).__name__}."
+            )
+        self.conv = conv
+
+    def forward(self, g1: Float[Array, "c h w"]) -> Float[Array, "c2 h2 w2"]:
+        r"""The input current $\operatorname{pool}(h(g_1))$ of the second layer.
+
+        **Arguments:**
+
+        - `g1`: the first layer's activations, `(channels, height, width)`.
+
+        **Returns:**
+
+        The pooled image.
+        """
+        if self.conv is not None:
+            y = self.conv.forward(g1)
+        else:
+            if g1.ndim != 3:
+                raise ValueError(
+                    "`PoolSynapse` expects `g1` laid out as (channels, height, width), "
+                    f"got activations of shape {g1.shape}."
+                )
+            y = g1
+        dims = (1, *self.window)
+        strides = (1, *self.stride)
+        if self.mode == "max":
+            return lax.reduce_window(y, -jnp.inf, lax.max, dims, strides, "VALID")
+        total = lax.reduce_window(y, 0.0, lax.add, dims, strides, "VALID")
+        return total / (self.window[0] * self.window[1])
+
+    def __call__(
+        self, g1: Float[Array, "c h w"], g2: Float[Array, "c2 h2 w2"]
+    ) -> Scalar:
+        r"""The energy $-\langle g_2, \operatorname{pool}(h(g_1))\rangle$.
+
+        **Arguments:**
+
+        - `g1`: the first (larger) layer's activations, `(channels, height, width)`.
+        - `g2`: the second layer's activations, of the pooled image's shape.
+
+        **Returns:**
+
+        The scalar energy.
+        """
+        current = self.forward(g1)
+        if current.shape != g2.shape:
+            raise ValueError(
+                f"`PoolSynapse` pools an image of shape {g1.shape} to shape "
+                f"{current.shape}, but the second layer has shape {g2.shape}; change "
+                "the layer's shape, `window` or `stride`."
+            )
+        return -jnp.sum(g2 * current)
+
+    @classmethod
+    def random(
+        cls,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        window: int | tuple[int, int],
+        *,
+        key: PRNGKeyArray,
+        stride: int | tuple[int, int] | None = None,
+        mode: Literal["max", "avg"] = "max",
+        conv_stride: int | tuple[int, int] = 1,
+        padding: _Padding = 0,
+        use_bias: bool = False,
+        dtype=None,
+    ) -> "PoolSynapse":
+        r"""A `PoolSynapse` over a random convolution (see `ConvSynapse.random`).
+
+        **Arguments:**
+
+        - `in_channels`, `out_channels`, `kernel_size`: the convolution's, as in
+          `ConvSynapse.random`.
+        - `window`, `stride`, `mode`: the pooling's, as in `PoolSynapse`.
+        - `key`: a JAX PRNG key (keyword-only).
+        - `conv_stride`, `padding`, `use_bias`: the convolution's stride, padding and
+          bias.
+        - `dtype`: the floating dtype; by default JAX's default float.
+
+        **Returns:**
+
+        A `PoolSynapse` whose `conv` is a random `ConvSynapse`. (For pooling alone,
+        without parameters, use `PoolSynapse(window, mode=...)`.)
+        """
+        conv = ConvSynapse.random(
+            in_channels,
+            out_channels,
+            kernel_size,
+            key=key,
+            stride=conv_stride,
+            padding=padding,
+            use_bias=use_bias,
+            dtype=dtype,
+        )
+        return cls(window, stride=stride, mode=mode, conv=conv)
+
+
+__all__ = ["ConvSynapse", "PoolSynapse"]
