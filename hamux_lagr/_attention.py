@@ -9,7 +9,7 @@ from jax.typing import ArrayLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._custom_types import Scalar
-from ._synapses import as_weight, check_key, float_dtype, Synapse
+from ._synapses import AnyArray, as_weight, check_key, float_dtype, Synapse
 
 
 class AttentionSynapse(Synapse):
@@ -42,7 +42,7 @@ class AttentionSynapse(Synapse):
     Wk: Float[Array, "heads head_dim dim"]
     beta: float = eqx.field(static=True)
 
-    def __init__(self, Wq: ArrayLike, Wk: ArrayLike, beta: float | None = None):
+    def __init__(self, Wq: ArrayLike, Wk: ArrayLike, beta: float | int | None = None):
         self.Wq = as_weight(Wq, "Wq", "AttentionSynapse", ndim=3)
         self.Wk = as_weight(Wk, "Wk", "AttentionSynapse", ndim=3)
         if self.Wq.shape != self.Wk.shape:
@@ -67,7 +67,9 @@ class AttentionSynapse(Synapse):
         self.beta = beta
 
     def __call__(
-        self, g: Float[Array, "N dim"], g_keys: Float[Array, "M dim"] | None = None
+        self,
+        g: Float[AnyArray, "N dim"],
+        g_keys: Float[AnyArray, "M dim"] | None = None,
     ) -> Scalar:
         r"""The attention energy.
 
@@ -81,8 +83,8 @@ class AttentionSynapse(Synapse):
 
         The scalar energy.
         """
-        if g_keys is None:
-            g_keys = g
+        g = jnp.asarray(g)
+        g_keys = g if g_keys is None else jnp.asarray(g_keys)
         dim = self.Wq.shape[2]
         for name, tokens in (("g", g), ("g_keys", g_keys)):
             if tokens.ndim != 2 or tokens.shape[1] != dim:
@@ -103,7 +105,7 @@ class AttentionSynapse(Synapse):
         head_dim: int | None = None,
         *,
         key: PRNGKeyArray,
-        beta: float | None = None,
+        beta: float | int | None = None,
         dtype=None,
     ) -> "AttentionSynapse":
         r"""An `AttentionSynapse` with normal random projections.

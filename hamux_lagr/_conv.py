@@ -5,8 +5,6 @@ Images are laid out channels-first, `(channels, height, width)`, as in
 activations with a (convolved, pooled) image of the first layer's activations.
 """
 
-from typing import Literal
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -15,7 +13,7 @@ from jax.typing import ArrayLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._custom_types import Scalar
-from ._synapses import as_pair, as_weight, check_key, float_dtype, Synapse
+from ._synapses import AnyArray, as_pair, as_weight, check_key, float_dtype, Synapse
 
 
 _Padding = int | tuple[int, int] | tuple[tuple[int, int], tuple[int, int]] | str
@@ -111,7 +109,7 @@ class ConvSynapse(Synapse):
         self.stride = as_pair(stride, "stride", "ConvSynapse")
         self.padding = _as_padding(padding, "ConvSynapse")
 
-    def forward(self, g1: Float[Array, "c_in h w"]) -> Float[Array, "c_out h2 w2"]:
+    def forward(self, g1: Float[AnyArray, "c_in h w"]) -> Float[Array, "c_out h2 w2"]:
         r"""The input current $K \star g_1 + b$ that the second layer receives.
 
         **Arguments:**
@@ -122,6 +120,7 @@ class ConvSynapse(Synapse):
 
         The convolved image, `(out_channels, height', width')`.
         """
+        g1 = jnp.asarray(g1)
         _check_image(g1, self.kernel.shape[1], "g1", "ConvSynapse")
         dtype = jnp.result_type(g1, self.kernel)
         out = lax.conv_general_dilated(
@@ -136,7 +135,7 @@ class ConvSynapse(Synapse):
         return out
 
     def __call__(
-        self, g1: Float[Array, "c_in h w"], g2: Float[Array, "c_out h2 w2"]
+        self, g1: Float[AnyArray, "c_in h w"], g2: Float[AnyArray, "c_out h2 w2"]
     ) -> Scalar:
         r"""The energy $-\langle g_2, K \star g_1 + b\rangle$.
 
@@ -149,6 +148,7 @@ class ConvSynapse(Synapse):
 
         The scalar energy.
         """
+        g1, g2 = jnp.asarray(g1), jnp.asarray(g2)
         current = self.forward(g1)
         if current.shape != g2.shape:
             raise ValueError(
@@ -173,8 +173,8 @@ class ConvSynapse(Synapse):
     ) -> "ConvSynapse":
         r"""A `ConvSynapse` with a normal random kernel.
 
-        $K \sim \mathcal{N}(0, 1/\text{fan-in})$, fan-in
-        $= \text{in\_channels}\cdot k_h k_w$; the bias (if any) starts at zero.
+        Each kernel entry is $\mathcal{N}(0, 1/(C_\text{in} k_h k_w))$, one over the
+        fan-in; the bias (if any) starts at zero.
 
         **Arguments:**
 
@@ -240,7 +240,7 @@ class PoolSynapse(Synapse):
         window: int | tuple[int, int],
         *,
         stride: int | tuple[int, int] | None = None,
-        mode: Literal["max", "avg"] = "max",
+        mode: str = "max",
         conv: ConvSynapse | None = None,
     ):
         self.window = as_pair(window, "window", "PoolSynapse")
@@ -259,7 +259,7 @@ class PoolSynapse(Synapse):
             )
         self.conv = conv
 
-    def forward(self, g1: Float[Array, "c h w"]) -> Float[Array, "c2 h2 w2"]:
+    def forward(self, g1: Float[AnyArray, "c h w"]) -> Float[Array, "c2 h2 w2"]:
         r"""The input current $\operatorname{pool}(h(g_1))$ of the second layer.
 
         **Arguments:**
@@ -270,6 +270,7 @@ class PoolSynapse(Synapse):
 
         The pooled image.
         """
+        g1 = jnp.asarray(g1)
         if self.conv is not None:
             y = self.conv.forward(g1)
         else:
@@ -287,7 +288,7 @@ class PoolSynapse(Synapse):
         return total / (self.window[0] * self.window[1])
 
     def __call__(
-        self, g1: Float[Array, "c h w"], g2: Float[Array, "c2 h2 w2"]
+        self, g1: Float[AnyArray, "c h w"], g2: Float[AnyArray, "c2 h2 w2"]
     ) -> Scalar:
         r"""The energy $-\langle g_2, \operatorname{pool}(h(g_1))\rangle$.
 
@@ -300,6 +301,7 @@ class PoolSynapse(Synapse):
 
         The scalar energy.
         """
+        g1, g2 = jnp.asarray(g1), jnp.asarray(g2)
         current = self.forward(g1)
         if current.shape != g2.shape:
             raise ValueError(
@@ -319,7 +321,7 @@ class PoolSynapse(Synapse):
         *,
         key: PRNGKeyArray,
         stride: int | tuple[int, int] | None = None,
-        mode: Literal["max", "avg"] = "max",
+        mode: str = "max",
         conv_stride: int | tuple[int, int] = 1,
         padding: _Padding = 0,
         use_bias: bool = False,

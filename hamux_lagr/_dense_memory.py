@@ -6,12 +6,13 @@ $E(g) = -\mathcal{L}(\Xi g)$, the energy of Krotov & Hopfield (2016), Demircigil
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._custom_types import Scalar
 from ._lagrangians import Lagrangian
-from ._synapses import as_size, as_weight, check_key, float_dtype, Synapse
+from ._synapses import AnyArray, as_size, as_weight, check_key, float_dtype, Synapse
 
 
 class DenseMemory(Synapse):
@@ -67,7 +68,7 @@ class DenseMemory(Synapse):
             )
         self.lagrangian = lagrangian
 
-    def similarities(self, g: Float[Array, "..."]) -> Float[Array, " K"]:
+    def similarities(self, g: Float[AnyArray, "..."]) -> Float[Array, " K"]:
         r"""The similarities $\Xi g$ of the activations to each stored pattern.
 
         **Arguments:**
@@ -78,6 +79,7 @@ class DenseMemory(Synapse):
 
         The `K` overlaps $\langle\xi_\mu, g\rangle$, the memory layer's state.
         """
+        g = jnp.asarray(g)
         if g.shape != self.patterns.shape[1:]:
             raise ValueError(
                 f"`DenseMemory` with `patterns` of shape {self.patterns.shape} stores "
@@ -88,9 +90,11 @@ class DenseMemory(Synapse):
         # a batch come out as (batch, K), the layout of `queries @ patterns.T`, with no
         # transposes.
         axes = tuple(range(g.ndim))
-        return jnp.tensordot(g, self.patterns, axes=(axes, tuple(a + 1 for a in axes)))
+        dims = ((axes, tuple(a + 1 for a in axes)), ((), ()))
+        dtype = jnp.result_type(g, self.patterns)
+        return lax.dot_general(g.astype(dtype), self.patterns.astype(dtype), dims)
 
-    def __call__(self, g: Float[Array, "..."]) -> Scalar:
+    def __call__(self, g: Float[AnyArray, "..."]) -> Scalar:
         r"""The energy $-\mathcal{L}(\Xi g)$.
 
         **Arguments:**

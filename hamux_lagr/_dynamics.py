@@ -5,6 +5,7 @@ Along these dynamics $\dot E = -\sum_\ell \tau_\ell^{-1} \langle \partial E/\par
 convex), so the energy never rises (Krotov & Hopfield 2021; Hoover et al. 2022).
 """
 
+import functools as ft
 import math
 from collections.abc import Mapping
 
@@ -13,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.core import Tracer
 from jaxtyping import Array, Bool, Float
 
 from ._ham import HAM, prepare_states, States, StatesLike
@@ -142,14 +144,15 @@ def _residual(ham: HAM, masks: dict, dEdg: States) -> Float[Array, ""]:
 
 
 def _all_finite(xs: States) -> Array:
-    return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in xs.values()]))
+    return ft.reduce(jnp.logical_and, [jnp.all(jnp.isfinite(x)) for x in xs.values()])
 
 
 def _euler(ham, xs, masks, *, steps, dt, trace, tol, check_finite):
     """Fixed-step Euler on one sample: returns `(xs, energies | None, bad_step)`."""
     no_bad = jnp.array(-1, jnp.int32)
     if tol is None:
-
+        # The step counter and the first non-finite step are carried only when
+        # `check_finite` asks for them: the default loop is the bare update.
         def body(carry, _):
             x, bad, t = carry
             if trace:
@@ -159,18 +162,26 @@ def _euler(ham, xs, masks, *, steps, dt, trace, tol, check_finite):
             x = _step(ham, masks, dt, x, dEdg)
             if check_finite:
                 bad = jnp.where((bad < 0) & ~_all_finite(x), t + 1, bad)
-            return (x, bad, t + 1), energy
+                t = t + 1
+            return (x, bad, t), energy
 
-        carry = (xs, no_bad, jnp.array(0, jnp.int32))
+        carry = (
+            (xs, no_bad, jnp.array(0, jnp.int32)) if check_finite else (xs, None, None)
+        )
         (xs, bad, _), energies = lax.scan(body, carry, length=steps)
-        if trace:
-            energies = jnp.concatenate([energies, ham.energy(xs)[None]])
-        return xs, energies, bad
+        bad = no_bad if bad is None else bad
+        if not trace:
+            return xs, None, bad
+        assert energies is not None
+        return xs, jnp.concatenate([energies, ham.energy(xs)[None]]), bad
 
     # Run to a fixed point: stop once max |dE/dg| < tol on the free neurons (or after
     # `steps` steps). Each step evaluates the energy and its gradient once.
     energy, dEdg = ham.energy_and_dEdg(xs)
-    buffer = jnp.zeros((steps + 1,), energy.dtype).at[0].set(energy) if trace else None
+    # The energy trace, filled as the loop goes (a dummy when it is not recorded).
+    buffer = jnp.zeros((steps + 1 if trace else 0,), energy.dtype)
+    if trace:
+        buffer = buffer.at[0].set(energy)
 
     def cond(carry):
         t, _, dEdg, _, _ = carry
@@ -189,11 +200,10 @@ def _euler(ham, xs, masks, *, steps, dt, trace, tol, check_finite):
 
     carry = (jnp.array(0, jnp.int32), xs, dEdg, buffer, no_bad)
     t, xs, _, buffer, bad = lax.while_loop(cond, loop, carry)
-    if trace:
-        # After convergence the state is (to `tol`) constant: repeat the last energy.
-        last = buffer[t]
-        buffer = jnp.where(jnp.arange(steps + 1) > t, last, buffer)
-    return xs, buffer, bad
+    if not trace:
+        return xs, None, bad
+    # After convergence the state is (to `tol`) constant: repeat the last energy.
+    return xs, jnp.where(jnp.arange(steps + 1) > t, buffer[t], buffer), bad
 
 
 def _ode(ham, xs, masks, *, steps, dt, trace, tol, check_finite, solver, options):
@@ -247,22 +257,20 @@ def _ode(ham, xs, masks, *, steps, dt, trace, tol, check_finite, solver, options
     )
     assert solution.ys is not None and solution.ts is not None
     final = jax.tree.map(lambda y: y[0], solution.ys[0])
-    energies = None
-    if trace:
-        # After an early stop (`tol`), diffrax saves nothing: repeat the last energy.
-        t_end = solution.ts[0][0]
-        energies = jnp.where(ts > t_end, ham.energy(final), solution.ys[1])
     bad = jnp.array(-1, jnp.int32)
     if check_finite:
-        if trace:
-            ok = jnp.isfinite(energies)
-            first = jnp.argmin(ok).astype(jnp.int32)
-            bad = jnp.where(jnp.all(ok), bad, first)
-        bad = jnp.where((bad < 0) & ~_all_finite(final), steps, bad)
+        bad = jnp.where(_all_finite(final), bad, steps)
+    if not trace:
+        return final, None, bad
+    # After an early stop (`tol`), diffrax saves nothing: repeat the last energy.
+    t_end = solution.ts[0][0]
+    energies = jnp.where(ts > t_end, ham.energy(final), solution.ys[1])
+    if check_finite:
+        ok = jnp.isfinite(energies)
+        bad = jnp.where(jnp.all(ok), bad, jnp.argmin(ok).astype(jnp.int32))
     return final, energies, bad
 
 
-@eqx.filter_jit
 def _descend(ham, xs, masks, batch, batched_masks, **kwargs):
     solver = kwargs.pop("solver")
     options = kwargs.pop("options")
@@ -288,7 +296,21 @@ def _descend(ham, xs, masks, batch, batched_masks, **kwargs):
     return jax.vmap(one, in_axes=(0, axes))(xs, dynamic)
 
 
-def _raise_non_finite(bad: np.ndarray) -> None:
+# Called outside any trace (eagerly), `descend` runs compiled and cached; called under
+# `jit`, `grad` or `vmap`, it traces straight into the caller's program.
+_descend_jit = eqx.filter_jit(_descend)
+
+
+def _traced(*trees) -> bool:
+    return any(isinstance(leaf, Tracer) for leaf in jax.tree_util.tree_leaves(trees))
+
+
+@eqx.filter_jit
+def _energy(ham, xs):
+    return ham.energy(xs)
+
+
+def _raise_non_finite(bad) -> None:
     bad = np.asarray(bad)
     if np.any(bad >= 0):
         flat = np.where(bad.reshape(-1) >= 0, bad.reshape(-1), np.iinfo(np.int32).max)
@@ -307,11 +329,11 @@ def descend(
     xs: StatesLike,
     *,
     steps: int,
-    dt: float | Float[Array, ""],
+    dt: float | int | Float[Array, ""],
     clamp: _Clamp | None = None,
     solver=None,
     trace: bool = True,
-    tol: float | None = None,
+    tol: float | int | None = None,
     check_finite: bool = False,
     stepsize_controller=None,
     max_steps: int | None = 4096,
@@ -344,7 +366,13 @@ def descend(
     - `solver`: a diffrax solver (e.g. `diffrax.Tsit5()`) integrates the ODE from
       $t = 0$ to `steps * dt` with adaptive steps (`dt` is the first step), and
       records the energy at `steps + 1` evenly spaced times. Needs
-      `pip install hamux_lagr[examples]` (or `pip install diffrax`).
+      `pip install hamux_lagr[examples]` (or `pip install diffrax`). An adaptive
+      solver follows the dynamics to its tolerances, so the energy is non-increasing
+      up to them, a fixed point is reached to about them (a `tol` far below
+      `atol` is never met) and gradients through it are exact up to them (its step
+      choices are not differentiated); give `stepsize_controller` for tighter ones.
+      For a dense memory it is no faster than Euler (see
+      `benchmarks/bench_memory.py`).
 
     Batches: `xs` may hold one sample or a batch (a leading axis on every layer); a
     batch is `jax.vmap` of one sample, each with its own trace.
@@ -386,7 +414,7 @@ def descend(
         )
     steps = _check_steps(steps)
     dt = _check_dt(dt)
-    xs, batch = prepare_states(ham, xs, "descend")
+    states, batch = prepare_states(ham, xs, "descend")
     masks = _check_clamp(ham, clamp, batch)
     if tol is not None:
         tol = float(tol)
@@ -407,8 +435,8 @@ def descend(
                 f"{type(solver).__name__}."
             )
     if steps == 0:
-        energies = ham.energy(xs)[..., None] if trace else None
-        return xs, energies
+        energies = _energy(ham, states)[..., None] if trace else None
+        return states, energies
     batched_masks = frozenset(
         name
         for name, mask in masks.items()
@@ -417,9 +445,10 @@ def descend(
         and mask is not True
         and mask.ndim == len(ham.neurons[name].shape) + 1
     )
-    xs, energies, bad = _descend(
+    run = _descend if _traced(ham, states, masks, dt) else _descend_jit
+    final, energies, bad = run(
         ham,
-        xs,
+        states,
         masks,
         batch,
         batched_masks,
@@ -437,7 +466,7 @@ def descend(
             _raise_non_finite(concrete)
         else:
             jax.debug.callback(_raise_non_finite, bad)
-    return xs, energies
+    return final, energies
 
 
 __all__ = ["descend"]

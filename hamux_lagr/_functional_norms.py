@@ -94,7 +94,7 @@ def lagr_layernorm(
     gamma: ParamLike = 1.0,
     delta: ParamLike = 0.0,
     axis: int = -1,
-    eps: float = 1e-5,
+    eps: int | float = 1e-5,
 ) -> Float[Array, "..."]:
     r"""Lagrangian of the layer norm activation function (Hoover et al. 2023).
 
@@ -167,7 +167,7 @@ def lagr_spherical_norm(
     gamma: ParamLike = 1.0,
     delta: ParamLike = 0.0,
     axis: int = -1,
-    eps: float = 1e-5,
+    eps: int | float = 1e-5,
 ) -> Float[Array, "..."]:
     r"""Lagrangian of the spherical (L2) norm activation function.
 

@@ -11,6 +11,7 @@ $\partial E/\partial g_\ell = x_\ell + \sum_s \partial E_s/\partial g_\ell$
 (Hoover et al. 2022).
 """
 
+import functools as ft
 from collections.abc import Callable, Mapping, Sequence
 
 import equinox as eqx
@@ -229,8 +230,7 @@ class HAM(eqx.Module):
         gs, batch = prepare_states(self, gs, "HAM.synapse_energies")
         if batch is not None:
             return jax.vmap(self.synapse_energies)(gs)
-        dtype = jnp.result_type(*gs.values()) if gs else default_float_dtype()
-        out = {name: jnp.zeros((), dtype) for name in self.synapses}
+        out: dict[str, Array] = {}
         for layers, name in self.connections:
             synapse = self.synapses[name]
             args = [gs[layer] for layer in layers]
@@ -249,12 +249,16 @@ class HAM(eqx.Module):
                     f"{layers!r} -> {name!r} returned an energy of shape "
                     f"{jnp.shape(energy)}; a synapse must return a scalar (sum it)."
                 )
-            out[name] = out[name] + energy
-        return out
+            out[name] = out[name] + energy if name in out else energy
+        # A synapse in no connection contributes nothing.
+        dtype = jnp.result_type(*gs.values())
+        return {name: out.get(name, jnp.zeros((), dtype)) for name in self.synapses}
 
     def _synapse_energy(self, gs: States) -> Float[Array, ""]:
-        energies = self.synapse_energies(gs)
-        return sum(energies.values(), jnp.zeros((), jnp.result_type(*gs.values())))
+        energies = [e for e in self.synapse_energies(gs).values()]
+        if not energies:
+            return jnp.zeros((), jnp.result_type(*gs.values()))
+        return ft.reduce(jnp.add, energies)
 
     def energy_tree(
         self, xs: StatesLike
@@ -294,7 +298,8 @@ class HAM(eqx.Module):
         if batch is not None:
             return jax.vmap(self.energy)(xs)
         tree = self.energy_tree(xs)
-        return sum(tree["neurons"].values()) + sum(tree["synapses"].values())
+        leaves = [*tree["neurons"].values(), *tree["synapses"].values()]
+        return ft.reduce(jnp.add, leaves)
 
     def dEdg(self, xs: StatesLike) -> States:
         r"""The gradient of the energy with respect to each layer's activations.

@@ -235,7 +235,7 @@ class LExp(Lagrangian):
     beta: Float[Array, "..."]
     min_beta: float = eqx.field(static=True)
 
-    def __init__(self, beta: ParamLike = 1.0, min_beta: float = 1e-6):
+    def __init__(self, beta: ParamLike = 1.0, min_beta: int | float = 1e-6):
         self.beta = _learnable(beta, "beta", "LExp")
         self.min_beta = _positive_static(min_beta, "min_beta", "LExp")
 
@@ -256,7 +256,7 @@ class LRexp(Lagrangian):
     beta: Float[Array, "..."]
     min_beta: float = eqx.field(static=True)
 
-    def __init__(self, beta: ParamLike = 1.0, min_beta: float = 1e-6):
+    def __init__(self, beta: ParamLike = 1.0, min_beta: int | float = 1e-6):
         self.beta = _learnable(beta, "beta", "LRexp")
         self.min_beta = _positive_static(min_beta, "min_beta", "LRexp")
 
@@ -278,7 +278,7 @@ class LTanh(Lagrangian):
     beta: Float[Array, "..."]
     min_beta: float = eqx.field(static=True)
 
-    def __init__(self, beta: ParamLike = 1.0, min_beta: float = 1e-6):
+    def __init__(self, beta: ParamLike = 1.0, min_beta: int | float = 1e-6):
         self.beta = _learnable(beta, "beta", "LTanh")
         self.min_beta = _positive_static(min_beta, "min_beta", "LTanh")
 
@@ -305,7 +305,7 @@ class LSigmoid(Lagrangian):
     min_beta: float = eqx.field(static=True)
 
     def __init__(
-        self, beta: ParamLike = 1.0, scale: ParamLike = 1.0, min_beta: float = 1e-6
+        self, beta: ParamLike = 1.0, scale: ParamLike = 1.0, min_beta: int | float = 1e-6
     ):
         self.beta = _learnable(beta, "beta", "LSigmoid")
         self.scale = _learnable(scale, "scale", "LSigmoid")
@@ -341,7 +341,7 @@ class LSoftmax(Lagrangian):
     axis: int = eqx.field(static=True)
     min_beta: float = eqx.field(static=True)
 
-    def __init__(self, beta: ParamLike = 1.0, axis: int = -1, min_beta: float = 1e-6):
+    def __init__(self, beta: ParamLike = 1.0, axis: int = -1, min_beta: int | float = 1e-6):
         self.beta = _learnable(beta, "beta", "LSoftmax")
         self.axis = _static_axis(axis, "LSoftmax")
         self.min_beta = _positive_static(min_beta, "min_beta", "LSoftmax")
@@ -366,7 +366,7 @@ class LSoftmaxUnstable(Lagrangian):
     axis: int = eqx.field(static=True)
     min_beta: float = eqx.field(static=True)
 
-    def __init__(self, beta: ParamLike = 1.0, axis: int = -1, min_beta: float = 1e-6):
+    def __init__(self, beta: ParamLike = 1.0, axis: int = -1, min_beta: int | float = 1e-6):
         self.beta = _learnable(beta, "beta", "LSoftmaxUnstable")
         self.axis = _static_axis(axis, "LSoftmaxUnstable")
         self.min_beta = _positive_static(min_beta, "min_beta", "LSoftmaxUnstable")
@@ -391,7 +391,7 @@ class LGhostmax(Lagrangian):
     axis: int = eqx.field(static=True)
     min_beta: float = eqx.field(static=True)
 
-    def __init__(self, beta: ParamLike = 1.0, axis: int = -1, min_beta: float = 1e-6):
+    def __init__(self, beta: ParamLike = 1.0, axis: int = -1, min_beta: int | float = 1e-6):
         self.beta = _learnable(beta, "beta", "LGhostmax")
         self.axis = _static_axis(axis, "LGhostmax")
         self.min_beta = _positive_static(min_beta, "min_beta", "LGhostmax")

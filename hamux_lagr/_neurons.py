@@ -98,7 +98,7 @@ class NeuronLayer(eqx.Module):
         self,
         lagrangian: Lagrangian,
         shape: int | tuple[int, ...],
-        tau: float = 1.0,
+        tau: float | int = 1.0,
     ):
         if not isinstance(lagrangian, Lagrangian):
             raise TypeError(

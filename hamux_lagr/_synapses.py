@@ -17,6 +17,7 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
@@ -27,6 +28,10 @@ from ._validation import default_float_dtype
 # ----------------------------------------------------------------------------------
 # helpers shared by the synapse files
 # ----------------------------------------------------------------------------------
+
+
+#: Activations as synapses accept them: JAX or NumPy arrays.
+AnyArray = Array | np.ndarray
 
 
 def as_weight(value: object, name: str, where: str, ndim: int | None = None) -> Array:
@@ -135,7 +140,7 @@ class Synapse(eqx.Module):
     """
 
     @abc.abstractmethod
-    def __call__(self, *gs: Float[Array, "..."]) -> Scalar:
+    def __call__(self, *gs: Float[AnyArray, "..."]) -> Scalar:
         r"""The scalar energy of the activations `gs`, one array per connected layer."""
         raise NotImplementedError
 
@@ -179,7 +184,9 @@ class LinearSynapse(Synapse):
                     f"{self.W.shape} in `LinearSynapse`, got {self.bias.shape}."
                 )
 
-    def __call__(self, g1: Float[Array, "..."], g2: Float[Array, "..."]) -> Scalar:
+    def __call__(
+        self, g1: Float[AnyArray, "..."], g2: Float[AnyArray, "..."]
+    ) -> Scalar:
         r"""The energy $-g_1^\top W g_2 - b^\top g_2$.
 
         **Arguments:**
@@ -191,6 +198,7 @@ class LinearSynapse(Synapse):
 
         The scalar energy.
         """
+        g1, g2 = jnp.asarray(g1), jnp.asarray(g2)
         d1, d2 = self.W.shape
         if g1.size != d1 or g2.size != d2:
             raise ValueError(
@@ -213,7 +221,7 @@ class LinearSynapse(Synapse):
         *,
         key: PRNGKeyArray,
         use_bias: bool = False,
-        std: float | None = None,
+        std: float | int | None = None,
         dtype=None,
     ) -> "LinearSynapse":
         r"""A `LinearSynapse` with normal random weights.
@@ -260,7 +268,7 @@ class BiasSynapse(Synapse):
     def __init__(self, bias: ArrayLike):
         self.bias = as_weight(bias, "bias", "BiasSynapse")
 
-    def __call__(self, g: Float[Array, "..."]) -> Scalar:
+    def __call__(self, g: Float[AnyArray, "..."]) -> Scalar:
         r"""The energy $-\langle b, g\rangle$.
 
         **Arguments:**
@@ -271,6 +279,7 @@ class BiasSynapse(Synapse):
 
         The scalar energy.
         """
+        g = jnp.asarray(g)
         try:
             fits = jnp.broadcast_shapes(self.bias.shape, g.shape) == g.shape
         except ValueError:
@@ -289,7 +298,7 @@ class BiasSynapse(Synapse):
         shape: int | tuple[int, ...],
         *,
         key: PRNGKeyArray,
-        std: float = 0.1,
+        std: float | int = 0.1,
         dtype=None,
     ) -> "BiasSynapse":
         r"""A `BiasSynapse` with normal random entries, $b_i \sim \mathcal{N}(0,
@@ -312,4 +321,4 @@ class BiasSynapse(Synapse):
         return cls(float(std) * jax.random.normal(key, shape, float_dtype(dtype)))
 
 
-__all__ = ["BiasSynapse", "LinearSynapse", "Synapse"]
+__all__ = ["AnyArray", "BiasSynapse", "LinearSynapse", "Synapse"]

@@ -45,3 +45,10 @@ def allclose():
 
 
 __all__ = ["jnp", "tree_allclose"]
+
+
+@pytest.fixture
+def rng():
+    """A seeded NumPy generator: test data without compiling JAX's random functions
+    for every shape (each new shape costs `jax.random` a compilation)."""
+    return np.random.default_rng(1234)

@@ -1,14 +1,15 @@
-// MathJax for pymdownx.arithmatex (generic mode), as the Material docs recommend.
+// MathJax for pymdownx.arithmatex (generic mode), as the Material docs recommend, and
+// for the notebooks' Markdown cells (rendered by mkdocs-jupyter with `$...$` math).
 window.MathJax = {
   tex: {
-    inlineMath: [["\\(", "\\)"]],
-    displayMath: [["\\[", "\\]"]],
+    inlineMath: [["\\(", "\\)"], ["$", "$"]],
+    displayMath: [["\\[", "\\]"], ["$$", "$$"]],
     processEscapes: true,
     processEnvironments: true,
   },
   options: {
     ignoreHtmlClass: ".*|",
-    processHtmlClass: "arithmatex",
+    processHtmlClass: "arithmatex|jp-RenderedMarkdown",
   },
 };
 

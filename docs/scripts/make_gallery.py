@@ -1,4 +1,4 @@
-"""Draws the gallery of every Lagrangian, its activation and its energy.
+r"""Draws the gallery of every Lagrangian, its activation and its energy.
 
 Run from the repository root (it needs matplotlib, from the `[docs]` extra):
 
@@ -73,7 +73,13 @@ def make_figure(output: pathlib.Path = DEFAULT_OUTPUT) -> pathlib.Path:
         value, act, energy = curves(lagr, reduces, t)
         ax.plot(t, value, label=r"$\mathcal{L}$", color="C0", lw=2)
         ax.plot(t, act, label=r"$g = \nabla\mathcal{L}$", color="C1", lw=2)
-        ax.plot(t, energy, label=r"$E = \langle x, g\rangle - \mathcal{L}$", color="C2", ls="--")
+        ax.plot(
+            t,
+            energy,
+            label=r"$E = \langle x, g\rangle - \mathcal{L}$",
+            color="C2",
+            ls="--",
+        )
         ax.axhline(0, color="0.8", lw=0.8, zorder=0)
         ax.axvline(0, color="0.8", lw=0.8, zorder=0)
         ax.set_title(title, fontsize=10, family="monospace")
