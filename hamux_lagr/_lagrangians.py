@@ -305,7 +305,10 @@ class LSigmoid(Lagrangian):
     min_beta: float = eqx.field(static=True)
 
     def __init__(
-        self, beta: ParamLike = 1.0, scale: ParamLike = 1.0, min_beta: int | float = 1e-6
+        self,
+        beta: ParamLike = 1.0,
+        scale: ParamLike = 1.0,
+        min_beta: int | float = 1e-6,
     ):
         self.beta = _learnable(beta, "beta", "LSigmoid")
         self.scale = _learnable(scale, "scale", "LSigmoid")
@@ -341,7 +344,9 @@ class LSoftmax(Lagrangian):
     axis: int = eqx.field(static=True)
     min_beta: float = eqx.field(static=True)
 
-    def __init__(self, beta: ParamLike = 1.0, axis: int = -1, min_beta: int | float = 1e-6):
+    def __init__(
+        self, beta: ParamLike = 1.0, axis: int = -1, min_beta: int | float = 1e-6
+    ):
         self.beta = _learnable(beta, "beta", "LSoftmax")
         self.axis = _static_axis(axis, "LSoftmax")
         self.min_beta = _positive_static(min_beta, "min_beta", "LSoftmax")
@@ -366,7 +371,9 @@ class LSoftmaxUnstable(Lagrangian):
     axis: int = eqx.field(static=True)
     min_beta: float = eqx.field(static=True)
 
-    def __init__(self, beta: ParamLike = 1.0, axis: int = -1, min_beta: int | float = 1e-6):
+    def __init__(
+        self, beta: ParamLike = 1.0, axis: int = -1, min_beta: int | float = 1e-6
+    ):
         self.beta = _learnable(beta, "beta", "LSoftmaxUnstable")
         self.axis = _static_axis(axis, "LSoftmaxUnstable")
         self.min_beta = _positive_static(min_beta, "min_beta", "LSoftmaxUnstable")
@@ -391,7 +398,9 @@ class LGhostmax(Lagrangian):
     axis: int = eqx.field(static=True)
     min_beta: float = eqx.field(static=True)
 
-    def __init__(self, beta: ParamLike = 1.0, axis: int = -1, min_beta: int | float = 1e-6):
+    def __init__(
+        self, beta: ParamLike = 1.0, axis: int = -1, min_beta: int | float = 1e-6
+    ):
         self.beta = _learnable(beta, "beta", "LGhostmax")
         self.axis = _static_axis(axis, "LGhostmax")
         self.min_beta = _positive_static(min_beta, "min_beta", "LGhostmax")
