@@ -55,7 +55,10 @@ class HAM(eqx.Module):
     axis of a common size): a batch is handled by `jax.vmap` of the one-sample method,
     and batched energies have shape `(batch,)`. Methods compose with `jax.jit`,
     `jax.vmap` and `jax.grad`; the HAM is a pytree whose learnable leaves are its
-    layers' Lagrangian parameters and its synapses' parameters.
+    layers' Lagrangian parameters and its synapses' parameters. (To compile a method,
+    use `eqx.filter_jit(ham.energy)` or `jax.jit(lambda xs: ham.energy(xs))`: like
+    every Equinox module holding arrays, a HAM is not hashable, which
+    `jax.jit(ham.energy)` needs.)
 
     **Arguments:**
 
@@ -213,19 +216,22 @@ class HAM(eqx.Module):
     # energies
     # ------------------------------------------------------------------------------
 
-    def synapse_energies(self, gs: StatesLike) -> dict[str, Float[Array, ""]]:
-        r"""Each synapse's energy of the activations `gs` (one sample).
+    def synapse_energies(self, gs: StatesLike) -> dict[str, Float[Array, "*batch"]]:
+        r"""Each synapse's energy of the *activations* `gs`.
 
         A synapse used in several connections gets the sum of their energies; a
-        synapse in no connection gets zero.
+        synapse in no connection gets zero. A synapse whose shapes do not fit the
+        layers of its connection raises a `ValueError` naming the connection.
 
         **Arguments:**
 
-        - `gs`: the activations of one sample, a dict from layer name to array.
+        - `gs`: the activations (not the states), one sample or a batch, e.g. from
+          `activations(xs)`.
 
         **Returns:**
 
-        A dict from synapse name to scalar energy.
+        A dict from synapse name to energy: a scalar for one sample, shape `(batch,)`
+        for a batch.
         """
         gs, batch = prepare_states(self, gs, "HAM.synapse_energies")
         if batch is not None:
