@@ -18,6 +18,7 @@ from jax.core import Tracer
 from jaxtyping import Array, Bool, Float
 
 from ._ham import HAM, prepare_states, States, StatesLike
+from ._validation import concrete_value
 
 
 _Clamp = Mapping[str, bool | Bool[Array, "..."] | np.ndarray]
@@ -26,14 +27,6 @@ _Clamp = Mapping[str, bool | Bool[Array, "..."] | np.ndarray]
 # ----------------------------------------------------------------------------------
 # argument checks
 # ----------------------------------------------------------------------------------
-
-
-def _concrete(value: object) -> np.ndarray | None:
-    """The value as a NumPy array, or `None` when it is traced."""
-    try:
-        return np.asarray(value)
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-        return None
 
 
 def _check_steps(steps: object) -> int:
@@ -53,7 +46,7 @@ def _check_steps(steps: object) -> int:
 def _check_dt(dt: object) -> float | Array:
     if dt is None or isinstance(dt, (bool, str, bytes)):
         raise TypeError(f"`dt` must be a positive number in `descend`, got {dt!r}.")
-    value = _concrete(dt)
+    value = concrete_value(dt)
     if value is None:  # traced: cannot be checked, use as is
         return jnp.asarray(dt)
     if value.ndim != 0 or not np.issubdtype(value.dtype, np.number):
@@ -461,7 +454,7 @@ def descend(
         options={"stepsize_controller": stepsize_controller, "max_steps": max_steps},
     )
     if check_finite:
-        concrete = _concrete(bad)
+        concrete = concrete_value(bad)
         if concrete is not None:
             _raise_non_finite(concrete)
         else:

@@ -60,7 +60,7 @@ def as_param(value: object, name: str, dtype, fn: str) -> Array:
         ) from e
 
 
-def _concrete(value: object) -> np.ndarray | None:
+def concrete_value(value: object) -> np.ndarray | None:
     """The value as a NumPy array, or `None` when it is traced."""
     try:
         return np.asarray(value)
@@ -70,7 +70,7 @@ def _concrete(value: object) -> np.ndarray | None:
 
 def check_positive(value: object, name: str, fn: str, hint: str = "") -> None:
     """Raises a `ValueError` if a concrete `value` has an entry `<= 0` (or NaN)."""
-    arr = _concrete(value)
+    arr = concrete_value(value)
     if arr is not None and not np.all(arr > 0):
         shown = arr.item() if arr.size == 1 else arr
         raise ValueError(f"`{name}` must be positive in `{fn}`, got {shown}.{hint}")
@@ -78,7 +78,7 @@ def check_positive(value: object, name: str, fn: str, hint: str = "") -> None:
 
 def check_at_least(value: object, bound: float, name: str, fn: str, why: str) -> None:
     """Raises a `ValueError` if a concrete `value` has an entry `< bound` (or NaN)."""
-    arr = _concrete(value)
+    arr = concrete_value(value)
     if arr is not None and not np.all(arr >= bound):
         shown = arr.item() if arr.size == 1 else arr
         raise ValueError(f"`{name}` must be >= {bound} in `{fn}`, got {shown}: {why}")
@@ -139,6 +139,7 @@ def state_and_beta(
 
 
 __all__ = [
+    "concrete_value",
     "check_broadcasts",
     "state_and_beta",
     "as_param",
