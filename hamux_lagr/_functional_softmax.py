@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float
 
+from ._axis_ops import axis_dot, axis_expand
 from ._custom_types import ParamLike, StateLike
 from ._jvp import tangent_sum
 from ._validation import as_state, normalise_axis, state_and_beta
@@ -34,34 +35,45 @@ def _prepare(x, beta, axis, fn):
 # ----------------------------------------------------------------------------------
 
 
+# The broadcasts back along `axis` and the tangents' contractions go through
+# `_axis_ops`, which keeps the layout of a `jax.vmap`ped batch of vectors (no
+# transposes of a dense memory's `(K, batch)` similarities).
+
+
 def _softmax_parts(x, beta, axis):
     z = beta * x
     m = lax.stop_gradient(jnp.max(z, axis=axis, keepdims=True))
-    y = z - m
+    y = z - axis_expand(m, z.shape)
     e = jnp.exp(y)
-    log_s = jnp.log(jnp.sum(e, axis=axis, keepdims=True))
-    return y, e, log_s, (m + log_s) / beta
+    s = jnp.sum(e, axis=axis, keepdims=True)
+    log_s = jnp.log(s)
+    # An infinite maximum (all entries -inf, or one +inf) makes `y` NaN; the
+    # log-sum-exp is then the maximum itself, as in `jax.nn.logsumexp`. (Guarding the
+    # output rather than `m` keeps the shift out of the similarities' fused kernel.)
+    lse = jnp.where(jnp.isfinite(m), m + log_s, m)
+    return y, e, s, log_s, lse / beta
 
 
 @ft.partial(jax.custom_jvp, nondiff_argnums=(2,))
 def _softmax(x, beta, axis):
-    return jax.nn.logsumexp(beta * x, axis=axis, keepdims=True) / beta
+    return _softmax_parts(x, beta, axis)[-1]
 
 
 @ft.partial(_softmax.defjvp, symbolic_zeros=True)
 def _softmax_jvp(axis, primals, tangents):
     x, beta = primals
     x_dot, beta_dot = tangents
-    y, e, log_s, out = _softmax_parts(x, beta, axis)
-    p = e / jnp.exp(log_s)
+    y, e, s, log_s, out = _softmax_parts(x, beta, axis)
+    p = e / axis_expand(s, e.shape)
 
     def dbeta():
         # d/dbeta logsumexp(beta x) / beta = sum(p log p) / beta**2 (minus the entropy).
-        return jnp.sum(p * (y - log_s), axis=axis, keepdims=True) / beta**2 * beta_dot
+        log_p = y - axis_expand(log_s, y.shape)
+        return axis_dot(p, log_p, axis) / beta**2 * beta_dot
 
     tangent = tangent_sum(
         out,
-        (x_dot, lambda: jnp.sum(p * x_dot, axis=axis, keepdims=True)),
+        (x_dot, lambda: axis_dot(p, x_dot, axis)),
         (beta_dot, dbeta),
     )
     return out, tangent
@@ -139,11 +151,14 @@ def _ghostmax_parts(x, beta, axis):
     z = beta * x
     # Shift by max(max(z), 0): the ghost logit is 0.
     m = lax.stop_gradient(jnp.maximum(jnp.max(z, axis=axis, keepdims=True), 0))
-    y = z - m
+    y = z - axis_expand(m, z.shape)
     e = jnp.exp(y)
     e0 = jnp.exp(-m)
-    log_s = jnp.log(e0 + jnp.sum(e, axis=axis, keepdims=True))
-    return m, y, e, log_s, (m + log_s) / beta
+    s = e0 + jnp.sum(e, axis=axis, keepdims=True)
+    log_s = jnp.log(s)
+    # A +inf entry makes `y` NaN; the Lagrangian is then +inf (see `_softmax_parts`).
+    lse = jnp.where(jnp.isfinite(m), m + log_s, m)
+    return m, y, e, s, log_s, lse / beta
 
 
 @ft.partial(jax.custom_jvp, nondiff_argnums=(2,))
@@ -155,22 +170,19 @@ def _ghostmax(x, beta, axis):
 def _ghostmax_jvp(axis, primals, tangents):
     x, beta = primals
     x_dot, beta_dot = tangents
-    m, y, e, log_s, out = _ghostmax_parts(x, beta, axis)
-    s = jnp.exp(log_s)
-    p = e / s
+    m, y, e, s, log_s, out = _ghostmax_parts(x, beta, axis)
+    p = e / axis_expand(s, e.shape)
 
     def dbeta():
         # Minus the entropy of (p, p0), p0 = 1 - sum(p) the ghost's probability.
         log_p0 = -m - log_s
-        neg_h = (
-            jnp.sum(p * (y - log_s), axis=axis, keepdims=True)
-            + jnp.exp(log_p0) * log_p0
-        )
+        log_p = y - axis_expand(log_s, y.shape)
+        neg_h = axis_dot(p, log_p, axis) + jnp.exp(log_p0) * log_p0
         return neg_h / beta**2 * beta_dot
 
     tangent = tangent_sum(
         out,
-        (x_dot, lambda: jnp.sum(p * x_dot, axis=axis, keepdims=True)),
+        (x_dot, lambda: axis_dot(p, x_dot, axis)),
         (beta_dot, dbeta),
     )
     return out, tangent

@@ -1,0 +1,119 @@
+"""The softmax family's vmap-friendly layout (`hamux_lagr._axis_ops`).
+
+A batch of dense-memory similarities comes out of `jax.vmap` as a `(K, batch)` array;
+the softmax family must neither transpose it nor change any value or derivative on the
+way (the broadcasts and contractions over the vector are matrix products with ones).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import hamux_lagr as hl
+from hamux_lagr._axis_ops import axis_dot, axis_expand
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64])
+@pytest.mark.parametrize("shape", [(7,), (3, 5)])
+def test_helpers_match_jnp(rng, dtype, shape):
+    p = jnp.asarray(rng.normal(size=shape), dtype)
+    v = jnp.asarray(rng.normal(size=shape) * 1e3, dtype)
+    reduced = shape[:-1] + (1,)
+    scale = 1e30 if jnp.finfo(dtype).bits >= 32 else 1e3
+    m = jnp.asarray(rng.normal(size=reduced) * scale, dtype)
+    # The broadcast is exact, bit for bit.
+    out = axis_expand(m, shape)
+    assert out.dtype == dtype and out.shape == shape
+    np.testing.assert_array_equal(out, jnp.broadcast_to(m, shape))
+    out = axis_dot(p, v, -1)
+    expected = jnp.sum(p * v, axis=-1, keepdims=True)
+    assert out.dtype == dtype and out.shape == expected.shape
+    tol = {jnp.float16: 1e-2, jnp.bfloat16: 5e-2}.get(dtype, 1e-6)
+    np.testing.assert_allclose(
+        np.asarray(out, np.float64), np.asarray(expected, np.float64), rtol=tol
+    )
+
+
+def _memory(getkey, lagrangian, k=6, d=5):
+    return hl.HAM(
+        neurons={"v": hl.NeuronLayer(hl.LIdentity(), (d,))},
+        synapses={"m": hl.DenseMemory.random(k, d, lagrangian, key=getkey())},
+        connections=[(("v",), "m")],
+    )
+
+
+LAGRANGIANS = {
+    "softmax": lambda: hl.LSoftmax(beta=3.0),
+    "ghostmax": lambda: hl.LGhostmax(beta=3.0),
+}
+
+
+def _big_transposes(jaxpr, size):
+    """The transposes in a jaxpr (and its sub-jaxprs) of arrays of >= `size` entries."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "transpose":
+            if np.prod(eqn.invars[0].aval.shape) >= size:
+                found.append(eqn.invars[0].aval.shape)
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (tuple, list)) else [param]:
+                sub = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr's Jaxpr
+                if hasattr(sub, "eqns"):
+                    found += _big_transposes(sub, size)
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(LAGRANGIANS))
+def test_batched_dense_memory_does_not_transpose(getkey, name):
+    ham = _memory(getkey, LAGRANGIANS[name](), k=64, d=5)
+    xs = ham.init_states(batch_size=32, key=getkey())
+    size = 64 * 32
+    for fn in (ham.dEdg, ham.energy_and_dEdg, ham.energy):
+        jaxpr = jax.make_jaxpr(fn)(xs).jaxpr
+        assert _big_transposes(jaxpr, size) == [], fn.__name__
+
+    def run(xs):
+        return hl.descend(ham, xs, steps=3, dt=0.1)
+
+    assert _big_transposes(jax.make_jaxpr(run)(xs).jaxpr, size) == []
+
+
+@pytest.mark.parametrize("name", sorted(LAGRANGIANS))
+def test_batched_equals_per_sample(getkey, allclose, name):
+    """Values and first and second derivatives, for the states and for the memory's
+    parameters, are the same in the vmapped layout as one sample at a time."""
+    ham = _memory(getkey, LAGRANGIANS[name]())
+    xs = ham.init_states(batch_size=4, key=getkey())
+    one = [{"v": x} for x in xs["v"]]
+
+    def loss(ham, xs):
+        energy, dEdg = ham.energy_and_dEdg(xs)
+        return jnp.sum(energy) + jnp.sum(dEdg["v"] ** 2)
+
+    batched = jax.grad(loss)(ham, xs)
+    looped = [jax.grad(loss)(ham, x) for x in one]
+    summed = jax.tree.map(lambda *gs: sum(gs), *looped)
+    assert allclose(batched, summed, rtol=1e-10, atol=1e-12)
+    assert allclose(ham.dEdg(xs)["v"], jnp.stack([ham.dEdg(x)["v"] for x in one]))
+    hess = jax.vmap(jax.hessian(lambda x: ham.energy({"v": x})))(xs["v"])
+    for h, x in zip(hess, one):
+        assert allclose(h, jax.hessian(lambda x: ham.energy({"v": x}))(x["v"]))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+@pytest.mark.parametrize("fn", [hl.lagr_softmax, hl.lagr_ghostmax])
+def test_infinite_entries(fn, dtype):
+    """Like `jax.nn.logsumexp`: all -inf gives -inf (0 for the ghostmax, whose ghost
+    logit is 0), a +inf entry gives +inf, and -inf entries drop out."""
+    inf = jnp.inf
+    all_neg = fn(jnp.array([-inf, -inf], dtype))
+    assert all_neg.dtype == dtype
+    assert all_neg[0] == (0.0 if fn is hl.lagr_ghostmax else -inf)
+    assert fn(jnp.array([inf, 1.0], dtype))[0] == inf
+    some = jnp.array([-inf, 1.0, 2.0], dtype)
+    expected = fn(jnp.array([1.0, 2.0], dtype))
+    np.testing.assert_allclose(fn(some), expected, rtol=1e-6)
+    grad = jax.grad(lambda x: fn(x).sum())(some)
+    np.testing.assert_allclose(grad[1:], jax.grad(lambda x: fn(x).sum())(some[1:]))
+    assert grad[0] == 0
