@@ -90,9 +90,28 @@ class Lagrangian(eqx.Module):
 
         The scalar energy.
         """
+        return self.energy_and_activation(x)[0]
+
+    def energy_and_activation(self, x: StateLike) -> tuple[Scalar, Float[Array, "..."]]:
+        r"""The layer energy and the activation, from one pass.
+
+        $$E(x) = \langle x, g(x)\rangle - \mathcal{L}(x), \qquad g = \nabla\mathcal{L}(x).$$
+
+        The one place where the Legendre transform is written: `energy`, and
+        `hamux_lagr.NeuronLayer` and `hamux_lagr.HAM`, use it.
+
+        **Arguments:**
+
+        - `x`: one unbatched state.
+
+        **Returns:**
+
+        A pair `(energy, activation)`: the scalar energy and the activation, of `x`'s
+        shape.
+        """
         x = as_state(x, f"{type(self).__name__}.energy")
         value, g = jax.value_and_grad(self)(x)
-        return jnp.sum(x * g) - value
+        return jnp.sum(x * g) - value, g
 
 
 # ----------------------------------------------------------------------------------

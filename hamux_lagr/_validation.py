@@ -1,63 +1,40 @@
-"""Argument checks shared by the functional Lagrangians.
+"""Argument conversion and checks, in one place for the whole library.
 
-Checks on *values* (`beta > 0`, `n >= 1`) run only when the value is concrete: under
-`jax.jit`, `jax.vmap` or `jax.grad` a traced parameter cannot be inspected without a host
-sync, so it is not checked (the `L*` modules clamp `beta` at `min_beta` instead).
+One converter per kind of argument:
+
+- states: `as_state` (a floating array; integers and booleans promoted, complex refused);
+- parameters of the functional Lagrangians: `as_param`, `positive_param`, `finite_param`;
+- learnable arrays of modules (Lagrangian parameters, synapse weights): `learnable`;
+- static hyper-parameters: `static_float`, `static_int`, `as_shape`, `as_pair`,
+  `static_axis` / `normalise_axis`, `check_key`.
+
+Checks on *values* go through `ensure`: when the value is concrete (a Python number, a
+NumPy array, a JAX array outside any trace) a failed check raises a `ValueError` at
+once; when it is traced (under `jax.jit`, `jax.vmap`, `jax.grad`) the check is an
+`eqx.error_if`, so it still raises, at run time, with the same message.
+
+Every message names the argument in backticks and the function or class it was given
+to, shows what was received, and says how to fix it.
 """
 
+import math
+from collections.abc import Callable
+
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
 
+# ----------------------------------------------------------------------------------
+# dtypes, concrete values and value checks
+# ----------------------------------------------------------------------------------
+
+
 def default_float_dtype() -> np.dtype:
     """JAX's current default floating dtype (float64 when x64 is enabled)."""
     return jax.dtypes.canonicalize_dtype(jnp.float64)
-
-
-def as_state(x: object, fn: str) -> Array:
-    """Converts `x` to a floating JAX array.
-
-    Floating inputs keep their dtype; integer and boolean inputs are promoted to the
-    default float dtype. Anything that is not array-like raises a `TypeError`.
-    """
-    if x is None or isinstance(x, (str, bytes)):
-        raise TypeError(
-            f"`x` must be array-like (a JAX/NumPy array or a Python number), got "
-            f"{type(x).__name__} {x!r} in `{fn}`."
-        )
-    try:
-        arr = jnp.asarray(x)
-    except (TypeError, ValueError) as e:
-        raise TypeError(
-            f"`x` must be array-like (a JAX/NumPy array or a Python number), got "
-            f"{type(x).__name__} in `{fn}`: {e}"
-        ) from e
-    if jnp.issubdtype(arr.dtype, jnp.floating):
-        return arr
-    if jnp.issubdtype(arr.dtype, jnp.integer) or arr.dtype == jnp.bool_:
-        return arr.astype(default_float_dtype())
-    raise TypeError(
-        f"`x` must have a real (floating, integer or boolean) dtype, got {arr.dtype} "
-        f"in `{fn}`."
-    )
-
-
-def as_param(value: object, name: str, dtype, fn: str) -> Array:
-    """Converts a parameter to an array of the state's dtype."""
-    if value is None or isinstance(value, (str, bytes)):
-        raise TypeError(
-            f"`{name}` must be a number or an array, got {type(value).__name__} "
-            f"{value!r} in `{fn}`."
-        )
-    try:
-        return jnp.asarray(value, dtype=dtype)
-    except (TypeError, ValueError) as e:
-        raise TypeError(
-            f"`{name}` must be a number or an array, got {type(value).__name__} in "
-            f"`{fn}`: {e}"
-        ) from e
 
 
 def concrete_value(value: object) -> np.ndarray | None:
@@ -68,43 +45,151 @@ def concrete_value(value: object) -> np.ndarray | None:
         return None
 
 
-def check_positive(value: object, name: str, fn: str, hint: str = "") -> None:
-    """Raises a `ValueError` if a concrete `value` has an entry `<= 0` (or NaN)."""
+def _shown(arr: np.ndarray) -> object:
+    return arr.item() if arr.size == 1 else arr
+
+
+def ensure(
+    value: Array,
+    is_bad: Callable[[object], object],
+    requirement: str,
+    hint: str = "",
+) -> Array:
+    """Returns `value`, checked: `is_bad(value)` must be False everywhere.
+
+    A concrete `value` that fails raises `ValueError(f"{requirement}, got {value}.
+    {hint}")` at once. A traced one is wrapped in `eqx.error_if`, which raises at run
+    time with the same requirement and hint: keep using the returned array, so that
+    the check stays in the computation.
+
+    `is_bad` must work on NumPy and on JAX arrays (use operators, `np.isnan` does not
+    take tracers: write `v != v` for NaN).
+    """
     arr = concrete_value(value)
-    if arr is not None and not np.all(arr > 0):
-        shown = arr.item() if arr.size == 1 else arr
-        raise ValueError(f"`{name}` must be positive in `{fn}`, got {shown}.{hint}")
+    hint = f" {hint}" if hint else ""
+    if arr is not None:
+        if arr.size and np.any(np.asarray(is_bad(arr))):
+            raise ValueError(f"{requirement}, got {_shown(arr)}.{hint}")
+        return value
+    return eqx.error_if(
+        value,
+        jnp.any(is_bad(value)),
+        f"{requirement} (checked at run time, under a JAX transformation).{hint}",
+    )
 
 
-def check_at_least(value: object, bound: float, name: str, fn: str, why: str) -> None:
-    """Raises a `ValueError` if a concrete `value` has an entry `< bound` (or NaN)."""
-    arr = concrete_value(value)
-    if arr is not None and not np.all(arr >= bound):
-        shown = arr.item() if arr.size == 1 else arr
-        raise ValueError(f"`{name}` must be >= {bound} in `{fn}`, got {shown}: {why}")
+def is_not_positive_finite(v):
+    """True where `v` is not a finite positive number (NaN included)."""
+    return ~((v > 0) & (v < np.inf))
 
 
-def normalise_axis(axis: object, ndim: int, fn: str) -> int:
-    """Checks that `axis` is an integer in `[-ndim, ndim)` and returns it non-negative."""
-    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+def is_not_finite(v):
+    """True where `v` is NaN or infinite."""
+    return ~((v > -np.inf) & (v < np.inf))
+
+
+# ----------------------------------------------------------------------------------
+# arrays
+# ----------------------------------------------------------------------------------
+
+
+def _as_array(value: object, name: str, where: str, what: str) -> Array:
+    if value is None or isinstance(value, (str, bytes)):
         raise TypeError(
-            f"`axis` must be an int in `{fn}`, got {type(axis).__name__} {axis!r}."
+            f"`{name}` must be {what} in `{where}`, got {type(value).__name__} "
+            f"{value!r}."
         )
-    if not -ndim <= axis < ndim:
+    try:
+        arr = jnp.asarray(value)
+    except (TypeError, ValueError) as e:
+        raise TypeError(
+            f"`{name}` must be {what} in `{where}`, got {type(value).__name__}: {e}"
+        ) from e
+    if jnp.issubdtype(arr.dtype, jnp.complexfloating):
+        raise TypeError(
+            f"`{name}` must be real in `{where}`, got dtype {arr.dtype}; energies are "
+            "defined on real states: pass `x.real` (or split real and imaginary parts "
+            "into two layers) explicitly."
+        )
+    if not (
+        jnp.issubdtype(arr.dtype, jnp.number) or jnp.issubdtype(arr.dtype, jnp.bool_)
+    ):
+        raise TypeError(
+            f"`{name}` must be {what} with a numeric dtype in `{where}`, got dtype "
+            f"{arr.dtype}."
+        )
+    return arr
+
+
+def as_state(x: object, where: str, name: str = "x") -> Array:
+    """A state (or activations) as a floating JAX array.
+
+    Floating inputs keep their dtype; integer and boolean inputs are promoted to the
+    default float dtype. Strings, `None`, complex and other non-numeric inputs raise a
+    `TypeError`.
+    """
+    arr = _as_array(x, name, where, "array-like (a JAX/NumPy array or a Python number)")
+    if jnp.issubdtype(arr.dtype, jnp.floating):
+        return arr
+    return arr.astype(default_float_dtype())
+
+
+def as_param(value: object, name: str, where: str, dtype) -> Array:
+    """A parameter of a functional Lagrangian as an array of the state's dtype."""
+    if isinstance(value, bool):
+        raise TypeError(
+            f"`{name}` must be a number or an array in `{where}`, got the bool {value}."
+        )
+    arr = _as_array(value, name, where, "a number or an array")
+    return arr.astype(dtype)
+
+
+def positive_param(value: object, name: str, where: str, dtype, hint: str = "") -> Array:
+    """A parameter that must be finite and positive everywhere (e.g. `beta`)."""
+    arr = as_param(value, name, where, dtype)
+    return ensure(
+        arr,
+        is_not_positive_finite,
+        f"`{name}` must be positive and finite in `{where}`",
+        hint,
+    )
+
+
+def finite_param(value: object, name: str, where: str, dtype) -> Array:
+    """A parameter that must be finite everywhere (e.g. `scale`, `gamma`, `delta`)."""
+    arr = as_param(value, name, where, dtype)
+    return ensure(arr, is_not_finite, f"`{name}` must be finite in `{where}`")
+
+
+def learnable(
+    value: object, name: str, where: str, *, ndim: int | None = None
+) -> Array:
+    """A learnable array of a module (Lagrangian parameter, synapse weight).
+
+    Inexact arrays keep their dtype; Python numbers (weakly typed) and integer arrays
+    become the default float dtype. Non-finite entries are refused (concretely at
+    construction; under a trace through `eqx.error_if`).
+    """
+    if isinstance(value, bool):
+        raise TypeError(
+            f"`{name}` must be a number or an array in `{where}`, got the bool {value}."
+        )
+    arr = _as_array(value, name, where, "a number or an array")
+    if getattr(arr, "weak_type", False) or not jnp.issubdtype(arr.dtype, jnp.inexact):
+        arr = jnp.asarray(arr, dtype=default_float_dtype())
+    if ndim is not None and arr.ndim != ndim:
         raise ValueError(
-            f"`axis` is out of range in `{fn}`: got axis={axis} for an input of rank "
-            f"{ndim}; pass an axis in [{-ndim}, {ndim - 1}]"
-            + (
-                " (a scalar input has no axis to reduce: give x at least one dimension)"
-                if ndim == 0
-                else ""
-            )
-            + "."
+            f"`{name}` must have {ndim} dimension(s) in `{where}`, got shape "
+            f"{arr.shape}."
         )
-    return int(axis) % ndim
+    return ensure(
+        arr,
+        is_not_finite,
+        f"`{name}` must be finite (no NaN or inf) in `{where}`",
+    )
 
 
-def check_broadcasts(param: Array, shape: tuple[int, ...], name: str, fn: str) -> None:
+def check_broadcasts(param: Array, shape: tuple[int, ...], name: str, where: str) -> None:
     """Raises a `ValueError` unless `param` broadcasts to `shape` without enlarging it."""
     try:
         ok = jnp.broadcast_shapes(param.shape, tuple(shape)) == tuple(shape)
@@ -113,39 +198,208 @@ def check_broadcasts(param: Array, shape: tuple[int, ...], name: str, fn: str) -
     if not ok:
         raise ValueError(
             f"`{name}` of shape {param.shape} does not broadcast to the shape "
-            f"{tuple(shape)} required in `{fn}`; pass a scalar or an array that "
+            f"{tuple(shape)} required in `{where}`; pass a scalar or an array that "
             "broadcasts to it."
         )
 
 
-def state_and_beta(
-    x: object, beta: object, fn: str, beta_shape: tuple[int, ...] | None = None
-) -> tuple[Array, Array]:
-    """Converts `x` and a positive inverse temperature `beta` to arrays of one dtype.
+# ----------------------------------------------------------------------------------
+# static hyper-parameters
+# ----------------------------------------------------------------------------------
 
-    `beta` must broadcast to `beta_shape` (by default `x`'s shape).
-    """
-    x = as_state(x, fn)
-    check_positive(
-        beta,
-        "beta",
-        fn,
-        " `beta` is an inverse temperature; pass a positive value (the L* modules "
-        "clamp it at `min_beta` instead).",
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(
+        value, (bool, np.bool_)
     )
-    beta = as_param(beta, "beta", x.dtype, fn)
-    check_broadcasts(beta, x.shape if beta_shape is None else beta_shape, "beta", fn)
-    return x, beta
+
+
+def static_float(
+    value: object,
+    name: str,
+    where: str,
+    *,
+    lower: float = 0.0,
+    inclusive: bool = False,
+    hint: str = "",
+) -> float:
+    """A finite Python float `> lower` (or `>= lower` with `inclusive`), for static
+    hyper-parameters (`tau`, `min_beta`, `eps`, `n`, `tol`, ...).
+
+    Python and NumPy numbers and concrete 0-d arrays are accepted; strings, bools and
+    traced values are not.
+    """
+    bound = f">= {lower:g}" if inclusive else ("positive" if lower == 0 else f"> {lower:g}")
+    if isinstance(value, (bool, np.bool_, str, bytes)) or value is None:
+        raise TypeError(
+            f"`{name}` must be a {bound} Python number in `{where}`, got "
+            f"{type(value).__name__} {value!r}."
+        )
+    arr = concrete_value(value) if isinstance(value, jax.Array) else None
+    if isinstance(value, jax.Array) and arr is None:
+        raise TypeError(
+            f"`{name}` is a static hyper-parameter of `{where}` and cannot be traced; "
+            "pass a Python number (close over it rather than passing it through "
+            "`jax.jit`)."
+        )
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        out = float(value)
+    elif arr is not None and arr.ndim == 0 and np.issubdtype(arr.dtype, np.number):
+        out = float(arr)
+    elif isinstance(value, np.ndarray) and value.ndim == 0 and np.issubdtype(
+        value.dtype, np.number
+    ):
+        out = float(value)
+    else:
+        raise TypeError(
+            f"`{name}` must be a {bound} Python number in `{where}`, got "
+            f"{type(value).__name__} {value!r}."
+        )
+    ok = math.isfinite(out) and (out >= lower if inclusive else out > lower)
+    if not ok:
+        hint = f" {hint}" if hint else ""
+        raise ValueError(
+            f"`{name}` must be a finite number {bound.replace('positive', '> 0')} in "
+            f"`{where}`, got {value!r}.{hint}"
+        )
+    return out
+
+
+_INT32_MAX = 2**31 - 1
+
+
+def static_int(
+    value: object,
+    name: str,
+    where: str,
+    *,
+    lower: int = 0,
+    upper: int = _INT32_MAX,
+    hint: str = "",
+) -> int:
+    """A Python int in `[lower, upper]` (Python or NumPy integers; no bools, floats,
+    strings)."""
+    if not _is_int(value):
+        raise TypeError(
+            f"`{name}` must be a Python int in `{where}`, got {type(value).__name__} "
+            f"{value!r}."
+        )
+    out = int(value)  # pyright: ignore[reportArgumentType]
+    if not lower <= out <= upper:
+        hint = f" {hint}" if hint else ""
+        raise ValueError(
+            f"`{name}` must be an int in [{lower}, {upper}] in `{where}`, got "
+            f"{out}.{hint}"
+        )
+    return out
+
+
+def as_shape(
+    value: object, name: str, where: str, *, allow_zero: bool = True
+) -> tuple[int, ...]:
+    """A shape as a tuple of Python ints (an int is a 1-d shape; NumPy ints accepted).
+
+    With `allow_zero=False` every dimension must be positive.
+    """
+    if _is_int(value):
+        value = (value,)
+    try:
+        dims = tuple(value)  # pyright: ignore[reportArgumentType]
+    except TypeError:
+        dims = None
+    least = 0 if allow_zero else 1
+    if dims is None or isinstance(value, (str, bytes)) or not all(
+        _is_int(d) and d >= least for d in dims
+    ):
+        kind = "non-negative" if allow_zero else "positive"
+        raise TypeError(
+            f"`{name}` must be a {kind} int or a tuple of {kind} ints in `{where}`, "
+            f"got {value!r}; e.g. `{name}=(784,)`."
+        )
+    return tuple(int(d) for d in dims)  # pyright: ignore[reportArgumentType]
+
+
+def as_pair(value: object, name: str, where: str) -> tuple[int, int]:
+    """An int or a pair of positive ints, as a pair (window sizes, strides)."""
+    if _is_int(value):
+        value = (value, value)
+    try:
+        pair = tuple(value)  # pyright: ignore[reportArgumentType]
+    except TypeError:
+        pair = ()
+    if (
+        isinstance(value, (str, bytes))
+        or len(pair) != 2
+        or not all(_is_int(v) and v > 0 for v in pair)
+    ):
+        raise ValueError(
+            f"`{name}` must be a positive int or a pair of positive ints in "
+            f"`{where}`, got {value!r}."
+        )
+    return (int(pair[0]), int(pair[1]))
+
+
+def static_axis(axis: object, where: str) -> int:
+    """An axis as a Python int (its range is checked against a state's rank later)."""
+    if not _is_int(axis):
+        raise TypeError(
+            f"`axis` must be an int in `{where}`, got {type(axis).__name__} {axis!r}."
+        )
+    return int(axis)  # pyright: ignore[reportArgumentType]
+
+
+def normalise_axis(axis: object, ndim: int, where: str) -> int:
+    """Checks that `axis` is an integer in `[-ndim, ndim)` and returns it non-negative."""
+    axis = static_axis(axis, where)
+    if not -ndim <= axis < ndim:
+        raise ValueError(
+            f"`axis` is out of range in `{where}`: got axis={axis} for an input of rank "
+            f"{ndim}; pass an axis in [{-ndim}, {ndim - 1}]"
+            + (
+                " (a scalar input has no axis to reduce: give x at least one dimension)"
+                if ndim == 0
+                else ""
+            )
+            + "."
+        )
+    return axis % ndim
+
+
+def check_key(key: object, where: str) -> None:
+    """Raises a `TypeError` unless `key` looks like a JAX PRNG key."""
+    if not isinstance(key, jax.Array):
+        raise TypeError(
+            f"`key` must be a JAX PRNG key in `{where}`, got {type(key).__name__}; "
+            "pass `key=jax.random.key(0)`."
+        )
+
+
+def float_dtype(dtype) -> np.dtype:
+    """The requested floating dtype, or JAX's default float dtype."""
+    out = np.dtype(default_float_dtype() if dtype is None else dtype)
+    if not jnp.issubdtype(out, jnp.floating):
+        raise TypeError(f"`dtype` must be a floating dtype, got {out}.")
+    return out
 
 
 __all__ = [
-    "concrete_value",
-    "check_broadcasts",
-    "state_and_beta",
+    "as_pair",
     "as_param",
+    "as_shape",
     "as_state",
-    "check_at_least",
-    "check_positive",
+    "check_broadcasts",
+    "check_key",
+    "concrete_value",
     "default_float_dtype",
+    "ensure",
+    "finite_param",
+    "float_dtype",
+    "is_not_finite",
+    "is_not_positive_finite",
+    "learnable",
     "normalise_axis",
+    "positive_param",
+    "static_axis",
+    "static_float",
+    "static_int",
 ]

@@ -7,6 +7,9 @@ import pytest
 # Float64 is needed for finite-difference checks; float32/16 tests ask for their dtype
 # explicitly. (Diffrax's test suite does the same.)
 jax.config.update("jax_enable_x64", True)
+# Strict dtype promotion: mixing float32 and float64 (or int32 and int64) must be
+# explicit in the library, so that x64 mode never silently changes a dtype.
+jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 
 @pytest.fixture
@@ -19,32 +22,6 @@ def getkey():
         return sub
 
     return _getkey
-
-
-def tree_allclose(x, y, *, rtol=1e-5, atol=1e-8):
-    """True when two pytrees have the same structure and allclose leaves."""
-    xs, xdef = jax.tree_util.tree_flatten(x)
-    ys, ydef = jax.tree_util.tree_flatten(y)
-    if xdef != ydef:
-        return False
-    return all(
-        np.shape(a) == np.shape(b)
-        and np.allclose(
-            np.asarray(a, dtype=np.float64),
-            np.asarray(b, dtype=np.float64),
-            rtol=rtol,
-            atol=atol,
-        )
-        for a, b in zip(xs, ys)
-    )
-
-
-@pytest.fixture
-def allclose():
-    return tree_allclose
-
-
-__all__ = ["jnp", "tree_allclose"]
 
 
 @pytest.fixture
