@@ -23,7 +23,7 @@ from ._jvp import tangent_sum
 from ._validation import (
     as_param,
     as_state,
-    check_at_least,
+    ensure,
     check_broadcasts,
     state_and_beta,
 )
@@ -113,8 +113,11 @@ def lagr_repu(x: StateLike, n: ParamLike) -> Float[Array, "..."]:
     `ValueError` if a concrete `n < 1` (the Lagrangian would not be convex).
     """
     x = as_state(x, "lagr_repu")
-    check_at_least(n, 1.0, "n", "lagr_repu", "a RePU of degree below 1 is not convex")
-    n = as_param(n, "n", x.dtype, "lagr_repu")
+    n = ensure(
+        as_param(n, "n", "lagr_repu", x.dtype),
+        lambda v: ~((v >= 1) & (v < float("inf"))),
+        "`n` must be >= 1 and finite in `lagr_repu` (a RePU of degree below 1 is not convex)",
+    )
     check_broadcasts(n, x.shape, "n", "lagr_repu")
     return _repu(x, n)
 
@@ -365,7 +368,7 @@ def lagr_sigmoid(
     An array of `x`'s shape; its sum is the scalar Lagrangian.
     """
     x, beta = state_and_beta(x, beta, "lagr_sigmoid")
-    scale = as_param(scale, "scale", x.dtype, "lagr_sigmoid")
+    scale = as_param(scale, "scale", "lagr_sigmoid", x.dtype)
     check_broadcasts(scale, x.shape, "scale", "lagr_sigmoid")
     return _sigmoid(x, beta, scale)
 

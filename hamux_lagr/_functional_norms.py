@@ -20,7 +20,7 @@ from ._validation import as_param, as_state, check_broadcasts, normalise_axis
 def _prepare(x, gamma, delta, axis, eps, fn):
     x = as_state(x, fn)
     axis = normalise_axis(axis, x.ndim, fn)
-    gamma = as_param(gamma, "gamma", x.dtype, fn)
+    gamma = as_param(gamma, "gamma", fn, x.dtype)
     if gamma.size != 1:
         raise ValueError(
             f"`gamma` must be a scalar in `{fn}`, got shape {gamma.shape}: a "
@@ -28,7 +28,7 @@ def _prepare(x, gamma, delta, axis, eps, fn):
             "scalar Lagrangian."
         )
     gamma = gamma.reshape(())
-    delta = as_param(delta, "delta", x.dtype, fn)
+    delta = as_param(delta, "delta", fn, x.dtype)
     if delta.ndim == 1 and x.ndim > 1:
         # A vector `delta` is a per-feature shift along the normalised axis.
         if delta.shape[0] not in (1, x.shape[axis]):

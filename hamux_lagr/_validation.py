@@ -203,6 +203,26 @@ def check_broadcasts(param: Array, shape: tuple[int, ...], name: str, where: str
         )
 
 
+def state_and_beta(
+    x: object, beta: object, where: str, beta_shape: tuple[int, ...] | None = None
+) -> tuple[Array, Array]:
+    """A state and a positive, finite inverse temperature `beta` of its dtype.
+
+    `beta` must broadcast to `beta_shape` (by default `x`'s shape).
+    """
+    x = as_state(x, where)
+    beta = positive_param(
+        beta,
+        "beta",
+        where,
+        x.dtype,
+        "`beta` is an inverse temperature; pass a positive value (the L* modules clamp "
+        "it at `min_beta` instead).",
+    )
+    check_broadcasts(beta, x.shape if beta_shape is None else beta_shape, "beta", where)
+    return x, beta
+
+
 # ----------------------------------------------------------------------------------
 # static hyper-parameters
 # ----------------------------------------------------------------------------------
@@ -401,5 +421,6 @@ __all__ = [
     "positive_param",
     "static_axis",
     "static_float",
+    "state_and_beta",
     "static_int",
 ]
