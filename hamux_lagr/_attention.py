@@ -9,7 +9,15 @@ from jax.typing import ArrayLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._custom_types import Scalar
-from ._synapses import AnyArray, as_weight, check_key, float_dtype, Synapse
+from ._synapses import AnyArray, as_activations, RealLike, SizeLike, Synapse
+from ._validation import (
+    check_key,
+    check_nonempty,
+    float_dtype,
+    learnable,
+    static_float,
+    static_int,
+)
 
 
 class AttentionSynapse(Synapse):
@@ -42,9 +50,10 @@ class AttentionSynapse(Synapse):
     Wk: Float[Array, "heads head_dim dim"]
     beta: float = eqx.field(static=True)
 
-    def __init__(self, Wq: ArrayLike, Wk: ArrayLike, beta: float | int | None = None):
-        self.Wq = as_weight(Wq, "Wq", "AttentionSynapse", ndim=3)
-        self.Wk = as_weight(Wk, "Wk", "AttentionSynapse", ndim=3)
+    def __init__(self, Wq: ArrayLike, Wk: ArrayLike, beta: RealLike | None = None):
+        self.Wq = learnable(Wq, "Wq", "AttentionSynapse", ndim=3)
+        self.Wk = learnable(Wk, "Wk", "AttentionSynapse", ndim=3)
+        check_nonempty(self.Wq, "Wq", "AttentionSynapse")
         if self.Wq.shape != self.Wk.shape:
             raise ValueError(
                 "`Wq` and `Wk` must have the same shape (num_heads, head_dim, dim) in "
@@ -52,19 +61,12 @@ class AttentionSynapse(Synapse):
             )
         if beta is None:
             beta = 1 / math.sqrt(self.Wq.shape[1])
-        try:
-            beta = float(beta)
-        except (TypeError, ValueError) as e:
-            raise TypeError(
-                f"`beta` must be a positive Python number in `AttentionSynapse`, got "
-                f"{beta!r}."
-            ) from e
-        if not (math.isfinite(beta) and beta > 0):
-            raise ValueError(
-                f"`beta` must be a finite positive number in `AttentionSynapse`, got "
-                f"{beta}; pass e.g. `beta=1 / sqrt(head_dim)` (the default)."
-            )
-        self.beta = beta
+        self.beta = static_float(
+            beta,
+            "beta",
+            "AttentionSynapse",
+            hint="Pass e.g. `beta=1 / sqrt(head_dim)` (the default).",
+        )
 
     def __call__(
         self,
@@ -83,8 +85,11 @@ class AttentionSynapse(Synapse):
 
         The scalar energy.
         """
-        g = jnp.asarray(g)
-        g_keys = g if g_keys is None else jnp.asarray(g_keys)
+        if g_keys is None:
+            (g,) = as_activations("AttentionSynapse", g=g)
+            g_keys = g
+        else:
+            g, g_keys = as_activations("AttentionSynapse", g=g, g_keys=g_keys)
         dim = self.Wq.shape[2]
         for name, tokens in (("g", g), ("g_keys", g_keys)):
             if tokens.ndim != 2 or tokens.shape[1] != dim:
@@ -92,20 +97,20 @@ class AttentionSynapse(Synapse):
                     f"`AttentionSynapse` with projections of shape {self.Wq.shape} "
                     f"expects `{name}` of shape (num_tokens, {dim}), got {tokens.shape}."
                 )
-        q = jnp.einsum("hyd,nd->hny", self.Wq, g)
-        k = jnp.einsum("hyd,md->hmy", self.Wk, g_keys)
+        q = jnp.einsum("hyd,nd->hny", self.Wq.astype(g.dtype), g)
+        k = jnp.einsum("hyd,md->hmy", self.Wk.astype(g.dtype), g_keys)
         scores = jnp.einsum("hny,hmy->hnm", q, k)
         return -jnp.sum(jax.nn.logsumexp(self.beta * scores, axis=-1)) / self.beta
 
     @classmethod
     def random(
         cls,
-        dim: int,
-        num_heads: int = 1,
-        head_dim: int | None = None,
+        dim: SizeLike,
+        num_heads: SizeLike = 1,
+        head_dim: SizeLike | None = None,
         *,
         key: PRNGKeyArray,
-        beta: float | int | None = None,
+        beta: RealLike | None = None,
         dtype=None,
     ) -> "AttentionSynapse":
         r"""An `AttentionSynapse` with normal random projections.
@@ -126,15 +131,13 @@ class AttentionSynapse(Synapse):
 
         An `AttentionSynapse` with projections of shape `(num_heads, head_dim, dim)`.
         """
-        check_key(key, "AttentionSynapse.random")
-        for name, value in (("dim", dim), ("num_heads", num_heads)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(
-                    f"`{name}` must be a positive int in `AttentionSynapse.random`, "
-                    f"got {value!r}."
-                )
+        where = "AttentionSynapse.random"
+        check_key(key, where)
+        dim = static_int(dim, "dim", where, lower=1)
+        num_heads = static_int(num_heads, "num_heads", where, lower=1)
         if head_dim is None:
             head_dim = max(dim // num_heads, 1)
+        head_dim = static_int(head_dim, "head_dim", where, lower=1)
         dtype = float_dtype(dtype)
         kq, kk = jax.random.split(key)
         shape = (num_heads, head_dim, dim)

@@ -5,63 +5,119 @@ Images are laid out channels-first, `(channels, height, width)`, as in
 activations with a (convolved, pooled) image of the first layer's activations.
 """
 
+import abc
+from typing import ClassVar
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._custom_types import Scalar
-from ._synapses import AnyArray, as_pair, as_weight, check_key, float_dtype, Synapse
+from ._synapses import (
+    AnyArray,
+    as_activations,
+    optional_bias,
+    PairLike,
+    SizeLike,
+    Synapse,
+)
+from ._validation import (
+    as_pair,
+    as_shape,
+    check_key,
+    check_nonempty,
+    float_dtype,
+    learnable,
+    static_int,
+)
 
 
-_Padding = int | tuple[int, int] | tuple[tuple[int, int], tuple[int, int]] | str
+_Padding = PairLike | tuple[PairLike, PairLike] | str
 
 
-def _as_padding(padding: object, where: str):
+def _as_padding(
+    padding: object, where: str
+) -> str | tuple[tuple[int, int], tuple[int, int]]:
     """Normalises a padding to `"SAME"`, `"VALID"` or `((top, bottom), (left, right))`."""
     if isinstance(padding, str):
         if padding.upper() in ("SAME", "VALID"):
             return padding.upper()
     else:
-        if isinstance(padding, int) and not isinstance(padding, bool):
-            padding = (padding, padding)
+        # An int pads all sides alike; a pair holds, per axis, an int or a (low, high)
+        # pair of non-negative ints (NumPy ints accepted).
         try:
             pads = tuple(padding)  # pyright: ignore[reportArgumentType]
         except TypeError:
-            pads = ()
-        if len(pads) == 2:
-            out = []
-            for p in pads:
-                if isinstance(p, int) and not isinstance(p, bool):
-                    p = (p, p)
-                try:
-                    p = tuple(p)  # pyright: ignore[reportArgumentType]
-                except TypeError:
-                    break
-                if len(p) != 2 or not all(
-                    isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in p
-                ):
-                    break
-                out.append(p)
-            else:
-                return tuple(out)
+            pads = (padding, padding)
+        try:
+            out = tuple(
+                as_shape(p, "padding", where) * (2 if np.ndim(p) == 0 else 1)  # pyright: ignore[reportArgumentType]
+                for p in pads
+            )
+        except TypeError:
+            out = ()
+        if len(out) == 2 and all(len(p) == 2 for p in out):
+            (top, bottom), (left, right) = out
+            return ((top, bottom), (left, right))
     raise ValueError(
         f"`padding` must be 'SAME', 'VALID', an int, a pair of ints or a pair of "
-        f"(low, high) pairs in `{where}`, got {padding!r}."
+        f"(low, high) pairs of non-negative ints in `{where}`, got {padding!r}."
     )
 
 
-def _check_image(g: Array, channels: int, name: str, where: str) -> None:
-    if g.ndim != 3 or g.shape[0] != channels:
-        raise ValueError(
-            f"`{where}` expects `{name}` laid out as (channels, height, width) with "
-            f"{channels} channels, got activations of shape {g.shape}."
-        )
+class AbstractImageSynapse(Synapse):
+    r"""Abstract base class of the synapses between image-shaped layers.
+
+    Such a synapse maps the first layer's image $g_1$ to the input current
+    $f(g_1)$ of the second layer (`forward`, which subclasses implement); its energy is
+    minus their overlap,
+
+    $$E(g_1, g_2) = -\big\langle g_2,\; f(g_1)\big\rangle,$$
+
+    so that layer 2 receives $f(g_1)$ and layer 1 receives the transpose (the
+    vector-Jacobian product) of $f$ applied to $g_2$. Images are
+    `(channels, height, width)`.
+    """
+
+    #: The arguments that set the output shape, named in shape errors.
+    _shape_arguments: eqx.AbstractClassVar[str]
+
+    @abc.abstractmethod
+    def forward(self, g1: Float[AnyArray, "c h w"]) -> Float[Array, "c2 h2 w2"]:
+        r"""The input current $f(g_1)$ that the second layer receives."""
+        raise NotImplementedError
+
+    def __call__(
+        self, g1: Float[AnyArray, "c h w"], g2: Float[AnyArray, "c2 h2 w2"]
+    ) -> Scalar:
+        r"""The energy $-\langle g_2, f(g_1)\rangle$, with $f$ the synapse's `forward`.
+
+        **Arguments:**
+
+        - `g1`: the first layer's activations, `(channels, height, width)`.
+        - `g2`: the second layer's activations, of the shape of `forward(g1)`.
+
+        **Returns:**
+
+        The scalar energy.
+        """
+        where = type(self).__name__
+        g1, g2 = as_activations(where, g1=g1, g2=g2)
+        current = self.forward(g1)
+        if current.shape != g2.shape:
+            raise ValueError(
+                f"`{where}` maps an image of shape {g1.shape} to shape "
+                f"{current.shape}, but the second layer has shape {g2.shape}; change "
+                f"the layer's shape, {self._shape_arguments}."
+            )
+        return -jnp.sum(g2 * current)
 
 
-class ConvSynapse(Synapse):
+class ConvSynapse(AbstractImageSynapse):
     r"""A convolutional synapse between two image-shaped layers.
 
     $$E(g_1, g_2) = -\big\langle g_2,\; K \star g_1 + b\big\rangle
@@ -86,26 +142,20 @@ class ConvSynapse(Synapse):
     bias: Float[Array, " c_out"] | None
     stride: tuple[int, int] = eqx.field(static=True)
     padding: str | tuple[tuple[int, int], tuple[int, int]] = eqx.field(static=True)
+    _shape_arguments: ClassVar[str] = "the kernel size, `stride` or `padding`"
 
     def __init__(
         self,
         kernel: ArrayLike,
         bias: ArrayLike | None = None,
         *,
-        stride: int | tuple[int, int] = 1,
+        stride: PairLike = 1,
         padding: _Padding = 0,
     ):
-        self.kernel = as_weight(kernel, "kernel", "ConvSynapse", ndim=4)
-        if bias is None:
-            self.bias = None
-        else:
-            self.bias = as_weight(bias, "bias", "ConvSynapse", ndim=1)
-            if self.bias.shape[0] != self.kernel.shape[0]:
-                raise ValueError(
-                    f"`bias` must have shape ({self.kernel.shape[0]},), one entry per "
-                    f"output channel of `kernel` {self.kernel.shape}, in `ConvSynapse`; "
-                    f"got {self.bias.shape}."
-                )
+        self.kernel = learnable(kernel, "kernel", "ConvSynapse", ndim=4)
+        check_nonempty(self.kernel, "kernel", "ConvSynapse")
+        channels = self.kernel.shape[0]
+        self.bias = optional_bias(bias, channels, "ConvSynapse", per="output channel")
         self.stride = as_pair(stride, "stride", "ConvSynapse")
         self.padding = _as_padding(padding, "ConvSynapse")
 
@@ -120,53 +170,33 @@ class ConvSynapse(Synapse):
 
         The convolved image, `(out_channels, height', width')`.
         """
-        g1 = jnp.asarray(g1)
-        _check_image(g1, self.kernel.shape[1], "g1", "ConvSynapse")
-        dtype = jnp.result_type(g1, self.kernel)
+        (g1,) = as_activations("ConvSynapse.forward", g1=g1)
+        channels = self.kernel.shape[1]
+        if g1.ndim != 3 or g1.shape[0] != channels:
+            raise ValueError(
+                "`ConvSynapse` expects `g1` laid out as (channels, height, width) with "
+                f"{channels} channels, got activations of shape {g1.shape}."
+            )
         out = lax.conv_general_dilated(
-            g1[None].astype(dtype),
-            self.kernel.astype(dtype),
+            g1[None],
+            self.kernel.astype(g1.dtype),
             window_strides=self.stride,
             padding=self.padding,
             dimension_numbers=("NCHW", "OIHW", "NCHW"),
         )[0]
         if self.bias is not None:
-            out = out + self.bias[:, None, None]
+            out = out + self.bias.astype(g1.dtype)[:, None, None]
         return out
-
-    def __call__(
-        self, g1: Float[AnyArray, "c_in h w"], g2: Float[AnyArray, "c_out h2 w2"]
-    ) -> Scalar:
-        r"""The energy $-\langle g_2, K \star g_1 + b\rangle$.
-
-        **Arguments:**
-
-        - `g1`: the first layer's activations, `(in_channels, height, width)`.
-        - `g2`: the second layer's activations, of the convolution's output shape.
-
-        **Returns:**
-
-        The scalar energy.
-        """
-        g1, g2 = jnp.asarray(g1), jnp.asarray(g2)
-        current = self.forward(g1)
-        if current.shape != g2.shape:
-            raise ValueError(
-                f"`ConvSynapse` maps an image of shape {g1.shape} to shape "
-                f"{current.shape}, but the second layer has shape {g2.shape}; change "
-                "the layer's shape, the kernel size, `stride` or `padding`."
-            )
-        return -jnp.sum(g2 * current)
 
     @classmethod
     def random(
         cls,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | tuple[int, int],
+        in_channels: SizeLike,
+        out_channels: SizeLike,
+        kernel_size: PairLike,
         *,
         key: PRNGKeyArray,
-        stride: int | tuple[int, int] = 1,
+        stride: PairLike = 1,
         padding: _Padding = 0,
         use_bias: bool = False,
         dtype=None,
@@ -189,18 +219,11 @@ class ConvSynapse(Synapse):
 
         A `ConvSynapse` with a kernel of shape `(out_channels, in_channels, kh, kw)`.
         """
-        check_key(key, "ConvSynapse.random")
-        for name, value in (
-            ("in_channels", in_channels),
-            ("out_channels", out_channels),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(
-                    f"`{name}` must be a positive int in `ConvSynapse.random`, got "
-                    f"{value!r}."
-                )
-        c_in, c_out = in_channels, out_channels
-        kh, kw = as_pair(kernel_size, "kernel_size", "ConvSynapse.random")
+        where = "ConvSynapse.random"
+        check_key(key, where)
+        c_in = static_int(in_channels, "in_channels", where, lower=1)
+        c_out = static_int(out_channels, "out_channels", where, lower=1)
+        kh, kw = as_pair(kernel_size, "kernel_size", where)
         dtype = float_dtype(dtype)
         std = (c_in * kh * kw) ** -0.5
         kernel = std * jax.random.normal(key, (c_out, c_in, kh, kw), dtype)
@@ -208,7 +231,7 @@ class ConvSynapse(Synapse):
         return cls(kernel, bias, stride=stride, padding=padding)
 
 
-class PoolSynapse(Synapse):
+class PoolSynapse(AbstractImageSynapse):
     r"""The energy of a pooled image of one layer, aligned with a smaller layer.
 
     $$E(g_1, g_2) = -\big\langle g_2,\; \operatorname{pool}(h(g_1))\big\rangle,\qquad
@@ -234,12 +257,13 @@ class PoolSynapse(Synapse):
     window: tuple[int, int] = eqx.field(static=True)
     stride: tuple[int, int] = eqx.field(static=True)
     mode: str = eqx.field(static=True)
+    _shape_arguments: ClassVar[str] = "`window` or `stride`"
 
     def __init__(
         self,
-        window: int | tuple[int, int],
+        window: PairLike,
         *,
-        stride: int | tuple[int, int] | None = None,
+        stride: PairLike | None = None,
         mode: str = "max",
         conv: ConvSynapse | None = None,
     ):
@@ -270,7 +294,7 @@ class PoolSynapse(Synapse):
 
         The pooled image.
         """
-        g1 = jnp.asarray(g1)
+        (g1,) = as_activations("PoolSynapse.forward", g1=g1)
         if self.conv is not None:
             y = self.conv.forward(g1)
         else:
@@ -287,42 +311,18 @@ class PoolSynapse(Synapse):
         total = lax.reduce_window(y, 0.0, lax.add, dims, strides, "VALID")
         return total / (self.window[0] * self.window[1])
 
-    def __call__(
-        self, g1: Float[AnyArray, "c h w"], g2: Float[AnyArray, "c2 h2 w2"]
-    ) -> Scalar:
-        r"""The energy $-\langle g_2, \operatorname{pool}(h(g_1))\rangle$.
-
-        **Arguments:**
-
-        - `g1`: the first (larger) layer's activations, `(channels, height, width)`.
-        - `g2`: the second layer's activations, of the pooled image's shape.
-
-        **Returns:**
-
-        The scalar energy.
-        """
-        g1, g2 = jnp.asarray(g1), jnp.asarray(g2)
-        current = self.forward(g1)
-        if current.shape != g2.shape:
-            raise ValueError(
-                f"`PoolSynapse` pools an image of shape {g1.shape} to shape "
-                f"{current.shape}, but the second layer has shape {g2.shape}; change "
-                "the layer's shape, `window` or `stride`."
-            )
-        return -jnp.sum(g2 * current)
-
     @classmethod
     def random(
         cls,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | tuple[int, int],
-        window: int | tuple[int, int],
+        in_channels: SizeLike,
+        out_channels: SizeLike,
+        kernel_size: PairLike,
+        window: PairLike,
         *,
         key: PRNGKeyArray,
-        stride: int | tuple[int, int] | None = None,
+        stride: PairLike | None = None,
         mode: str = "max",
-        conv_stride: int | tuple[int, int] = 1,
+        conv_stride: PairLike = 1,
         padding: _Padding = 0,
         use_bias: bool = False,
         dtype=None,
@@ -357,4 +357,4 @@ class PoolSynapse(Synapse):
         return cls(window, stride=stride, mode=mode, conv=conv)
 
 
-__all__ = ["ConvSynapse", "PoolSynapse"]
+__all__ = ["AbstractImageSynapse", "ConvSynapse", "PoolSynapse"]

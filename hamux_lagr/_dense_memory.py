@@ -12,7 +12,15 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._custom_types import Scalar
 from ._lagrangians import Lagrangian
-from ._synapses import AnyArray, as_size, as_weight, check_key, float_dtype, Synapse
+from ._synapses import AnyArray, as_activations, ShapeLike, SizeLike, Synapse
+from ._validation import (
+    as_shape,
+    check_key,
+    check_nonempty,
+    float_dtype,
+    learnable,
+    static_int,
+)
 
 
 class DenseMemory(Synapse):
@@ -53,13 +61,20 @@ class DenseMemory(Synapse):
     lagrangian: Lagrangian
 
     def __init__(self, patterns: ArrayLike, lagrangian: Lagrangian):
-        self.patterns = as_weight(patterns, "patterns", "DenseMemory")
+        self.patterns = learnable(patterns, "patterns", "DenseMemory")
         if self.patterns.ndim < 2:
             raise ValueError(
                 "`patterns` must have shape (num_memories, *layer_shape), at least 2 "
                 f"dimensions, in `DenseMemory`; got shape {self.patterns.shape}. For a "
                 "single pattern `p`, pass `p[None]`."
             )
+        check_nonempty(
+            self.patterns,
+            "patterns",
+            "DenseMemory",
+            "Store at least one pattern, of the layer's (non-empty) shape: `patterns` "
+            "has shape (num_memories, *layer_shape).",
+        )
         if not isinstance(lagrangian, Lagrangian):
             raise TypeError(
                 "`lagrangian` must be a `hamux_lagr.Lagrangian` in `DenseMemory`, e.g. "
@@ -79,7 +94,7 @@ class DenseMemory(Synapse):
 
         The `K` overlaps $\langle\xi_\mu, g\rangle$, the memory layer's state.
         """
-        g = jnp.asarray(g)
+        (g,) = as_activations("DenseMemory", g=g)
         if g.shape != self.patterns.shape[1:]:
             raise ValueError(
                 f"`DenseMemory` with `patterns` of shape {self.patterns.shape} stores "
@@ -91,8 +106,7 @@ class DenseMemory(Synapse):
         # run about 10% faster than (batch, K) (see `benchmarks/bench_memory.py`).
         axes = tuple(range(g.ndim))
         dims = ((tuple(a + 1 for a in axes), axes), ((), ()))
-        dtype = jnp.result_type(g, self.patterns)
-        return lax.dot_general(self.patterns.astype(dtype), g.astype(dtype), dims)
+        return lax.dot_general(self.patterns.astype(g.dtype), g, dims)
 
     def __call__(self, g: Float[AnyArray, "..."]) -> Scalar:
         r"""The energy $-\mathcal{L}(\Xi g)$.
@@ -110,8 +124,8 @@ class DenseMemory(Synapse):
     @classmethod
     def random(
         cls,
-        num_memories: int,
-        shape: int | tuple[int, ...],
+        num_memories: SizeLike,
+        shape: ShapeLike,
         lagrangian: Lagrangian,
         *,
         key: PRNGKeyArray,
@@ -133,10 +147,10 @@ class DenseMemory(Synapse):
 
         A `DenseMemory` with `patterns` of shape `(num_memories, *shape)`.
         """
-        check_key(key, "DenseMemory.random")
-        as_size(num_memories, "num_memories", "DenseMemory.random")
-        as_size(shape, "shape", "DenseMemory.random")
-        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        where = "DenseMemory.random"
+        check_key(key, where)
+        num_memories = static_int(num_memories, "num_memories", where, lower=1)
+        shape = as_shape(shape, "shape", where, allow_zero=False)
         dims = tuple(range(1, len(shape) + 1))
         xi = jax.random.normal(key, (num_memories, *shape), float_dtype(dtype))
         xi = xi / jnp.sqrt(jnp.sum(xi**2, axis=dims, keepdims=True))

@@ -6,7 +6,6 @@ convex), so the energy never rises (Krotov & Hopfield 2021; Hoover et al. 2022).
 """
 
 import functools as ft
-import math
 from collections.abc import Mapping
 
 import equinox as eqx
@@ -14,54 +13,69 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.core import Tracer
 from jaxtyping import Array, Bool, Float
 
 from ._ham import HAM, prepare_states, States, StatesLike
-from ._validation import concrete_value
+from ._validation import (
+    concrete_value,
+    ensure,
+    is_not_positive_finite,
+    static_float,
+    static_int,
+)
 
 
 _Clamp = Mapping[str, bool | Bool[Array, "..."] | np.ndarray]
+_WHERE = "descend"
+# Up to this many steps, a non-finite state found under `jax.jit` is reported with its
+# step (one message per step); beyond, without it.
+_MAX_STEP_MESSAGES = 10_000
 
 
 # ----------------------------------------------------------------------------------
-# argument checks
+# argument checks (structural: at trace time)
 # ----------------------------------------------------------------------------------
 
 
-def _check_steps(steps: object) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
+def _check_dt(dt: object) -> Array:
+    """`dt` as a real 0-d array; its value is checked by `ensure` (at once when it is
+    concrete, at run time when it is traced)."""
+    if dt is None or isinstance(dt, (bool, np.bool_, str, bytes)):
         raise TypeError(
-            f"`steps` must be a Python int in `descend`, got {type(steps).__name__} "
-            f"{steps!r}."
+            f"`dt` must be a positive number in `descend`, got {type(dt).__name__} "
+            f"{dt!r}."
         )
-    if steps < 0:
-        raise ValueError(
-            f"`steps` must be >= 0 in `descend`, got {steps}; it is the number of "
-            "Euler steps (the energy trace has `steps + 1` entries)."
+    try:
+        arr = jnp.asarray(dt)
+    except (TypeError, ValueError) as e:
+        raise TypeError(
+            f"`dt` must be a positive number in `descend`, got {type(dt).__name__}."
+        ) from e
+    if arr.ndim != 0 or not (
+        jnp.issubdtype(arr.dtype, jnp.floating)
+        or jnp.issubdtype(arr.dtype, jnp.integer)
+    ):
+        raise TypeError(
+            "`dt` must be a positive real scalar in `descend`, got an array of shape "
+            f"{arr.shape} and dtype {arr.dtype}."
         )
-    return int(steps)
+    if not jnp.issubdtype(arr.dtype, jnp.floating):
+        arr = arr.astype(jnp.result_type(float))
+    # A Python or NumPy number is checked as such: under an outer `jax.jit`,
+    # `jnp.asarray(dt)` is a (constant) tracer, whose check would wait for run time.
+    requirement = "`dt` must be positive and finite in `descend`"
+    if isinstance(dt, (int, float, np.number, np.ndarray)):
+        ensure(np.asarray(dt), is_not_positive_finite, requirement, _DT_HINT)  # pyright: ignore[reportArgumentType]
+        return arr
+    return ensure(arr, is_not_positive_finite, requirement, _DT_HINT)
 
 
-def _check_dt(dt: object) -> float | Array:
-    if dt is None or isinstance(dt, (bool, str, bytes)):
-        raise TypeError(f"`dt` must be a positive number in `descend`, got {dt!r}.")
-    value = concrete_value(dt)
-    if value is None:  # traced: cannot be checked, use as is
-        return jnp.asarray(dt)
-    if value.ndim != 0 or not np.issubdtype(value.dtype, np.number):
-        raise TypeError(f"`dt` must be a positive scalar in `descend`, got {dt!r}.")
-    dt = float(value)
-    if not (math.isfinite(dt) and dt > 0):
-        raise ValueError(
-            f"`dt` must be a finite positive number in `descend`, got {dt}; use a "
-            "small step such as `dt=0.1` (in units of the layers' `tau`)."
-        )
-    return dt
+_DT_HINT = "Use a small step such as `dt=0.1` (in units of the layers' `tau`)."
 
 
-def _check_clamp(ham: HAM, clamp: object, batch: int | None) -> dict:
-    """Each layer's mask: `None` (free), `True` (all held) or a boolean array."""
+def _check_clamp(ham: HAM, clamp: object) -> dict:
+    """Each layer's mask: `None` (free), `True` (all held) or a boolean array of the
+    layer's shape."""
     masks: dict = {name: None for name in ham.neurons}
     if clamp is None:
         return masks
@@ -92,16 +106,82 @@ def _check_clamp(ham: HAM, clamp: object, batch: int | None) -> dict:
                 f"`clamp[{name!r}]` must be a boolean mask (True = held fixed), got "
                 f"dtype {mask.dtype}; pass e.g. `mask.astype(bool)`."
             )
-        allowed = [shape] + ([(batch, *shape)] if batch is not None else [])
-        if mask.shape not in allowed:
+        if mask.shape != shape:
+            batched = mask.ndim == len(shape) + 1 and mask.shape[1:] == shape
             raise ValueError(
                 f"`clamp[{name!r}]` has shape {mask.shape}, but layer {name!r} has "
-                f"shape {shape}: give a mask of shape {shape}"
-                + (f" or {(batch, *shape)} (one per sample)" if batch else "")
-                + ", or True to hold the whole layer."
+                f"shape {shape}: give a mask of shape {shape}, or True to hold the "
+                "whole layer."
+                + (
+                    " `descend` acts on one sample: map per-sample masks with "
+                    "`jax.vmap`, e.g. `jax.vmap(lambda x, m: hl.descend(ham, x, "
+                    f"steps=20, dt=0.1, clamp={{{name!r}: m}}))(xs, masks)`."
+                    if batched
+                    else ""
+                )
             )
         masks[name] = mask
     return masks
+
+
+def _check_solver(solver, stepsize_controller, max_steps):
+    if max_steps is not None:
+        max_steps = static_int(
+            max_steps,
+            "max_steps",
+            _WHERE,
+            lower=1,
+            hint="It bounds the diffrax solver's steps; pass e.g. `max_steps=4096`.",
+        )
+    if solver is None:
+        if stepsize_controller is not None:
+            raise ValueError(
+                "`stepsize_controller` is only used with a diffrax `solver` in "
+                "`descend`; pass `solver=diffrax.Tsit5()` too, or drop it."
+            )
+        return None, max_steps
+    try:
+        import diffrax
+    except ImportError as e:
+        raise ImportError(
+            "`descend(..., solver=...)` integrates with diffrax, which is not "
+            "installed: `pip install hamux_lagr[examples]` (or `pip install "
+            "diffrax`), or pass `solver=None` for the built-in Euler scan."
+        ) from e
+    if not isinstance(solver, diffrax.AbstractSolver):
+        raise TypeError(
+            "`solver` must be a diffrax solver such as `diffrax.Tsit5()`, got "
+            f"{type(solver).__name__}."
+        )
+    adaptive = isinstance(solver, diffrax.AbstractAdaptiveSolver)
+    if stepsize_controller is None:
+        stepsize_controller = (
+            diffrax.PIDController(rtol=1e-4, atol=1e-6)
+            if adaptive
+            else diffrax.ConstantStepSize()
+        )
+    elif not isinstance(stepsize_controller, diffrax.AbstractStepSizeController):
+        raise TypeError(
+            "`stepsize_controller` must be a diffrax step-size controller such as "
+            "`diffrax.PIDController(rtol=1e-6, atol=1e-8)`, got "
+            f"{type(stepsize_controller).__name__}."
+        )
+    elif (
+        isinstance(stepsize_controller, diffrax.AbstractAdaptiveStepSizeController)
+        and not adaptive
+    ):
+        raise ValueError(
+            f"`stepsize_controller` {type(stepsize_controller).__name__} adapts the "
+            f"step size, which needs an adaptive solver, but `solver` is "
+            f"{type(solver).__name__}; use e.g. `diffrax.Tsit5()`, or "
+            "`diffrax.ConstantStepSize()`."
+        )
+    if max_steps is None:
+        raise ValueError(
+            "`max_steps` must be an int with a diffrax `solver` in `descend` (the "
+            "solver's buffers are sized by it), got None; pass e.g. `max_steps=4096`."
+        )
+    return stepsize_controller, max_steps
 
 
 # ----------------------------------------------------------------------------------
@@ -109,40 +189,66 @@ def _check_clamp(ham: HAM, clamp: object, batch: int | None) -> dict:
 # ----------------------------------------------------------------------------------
 
 
-def _step(ham: HAM, masks: dict, dt, xs: States, dEdg: States) -> States:
+def _rates(ham: HAM, dt: Array, xs: States) -> dict:
+    """`dt / tau` for each layer, in the dtype of its state."""
+    return {
+        name: (dt / layer.tau).astype(xs[name].dtype)
+        for name, layer in ham.neurons.items()
+    }
+
+
+def _step(ham: HAM, masks: dict, rates: dict, xs: States, dEdg: States) -> States:
     """One Euler step `x - dt / tau * dE/dg`, holding the clamped neurons."""
     out = {}
-    for name, layer in ham.neurons.items():
+    for name in ham.neurons:
         x, mask = xs[name], masks[name]
         if mask is True:
             out[name] = x
             continue
-        new = x - (dt / layer.tau) * dEdg[name]
+        new = x - rates[name] * dEdg[name]
         out[name] = new if mask is None else jnp.where(mask, x, new)
     return out
 
 
 def _residual(ham: HAM, masks: dict, dEdg: States) -> Float[Array, ""]:
-    """max |dE/dg| over the free neurons (0 when every neuron is held)."""
-    out = jnp.zeros((), jnp.result_type(*dEdg.values()))
+    """max |dE/dg| over the free neurons (0 when none is free)."""
+    out = None
     for name in ham.neurons:
         d, mask = dEdg[name], masks[name]
         if mask is True or d.size == 0:
             continue
         if mask is not None:
-            d = jnp.where(mask, 0, d)
-        # `max` propagates NaN, so a non-finite state ends a convergence loop.
-        out = jnp.maximum(out, jnp.max(jnp.abs(d)))
+            d = jnp.where(mask, jnp.zeros((), d.dtype), d)
+        # `max` propagates NaN, so a non-finite gradient is never "converged".
+        res = jnp.max(jnp.abs(d))
+        out = res if out is None else jnp.maximum(out, res.astype(out.dtype))
+    if out is None:
+        return jnp.zeros((), jnp.result_type(float))
     return out
 
 
 def _all_finite(xs: States) -> Array:
-    return ft.reduce(jnp.logical_and, [jnp.all(jnp.isfinite(x)) for x in xs.values()])
+    return ft.reduce(
+        jnp.logical_and,
+        [jnp.all(jnp.isfinite(x)) for x in xs.values()],
+        jnp.array(True),
+    )
 
 
-def _euler(ham, xs, masks, *, steps, dt, trace, tol, check_finite):
+_NO_BAD = -1
+
+
+def _first_bad(bad: Array, t: Array, xs: States) -> Array:
+    """`bad` (the first step with a non-finite state, or -1) after step `t`."""
+    return jnp.where((bad < 0) & ~_all_finite(xs), t, bad)
+
+
+def _euler(ham, xs, masks, rates, *, steps, trace, tol, check_finite):
     """Fixed-step Euler on one sample: returns `(xs, energies | None, bad_step)`."""
-    no_bad = jnp.array(-1, jnp.int32)
+    int32 = jnp.int32
+    bad = jnp.array(_NO_BAD, int32)
+    if check_finite:
+        bad = _first_bad(bad, jnp.array(0, int32), xs)
     if tol is None:
         # The step counter and the first non-finite step are carried only when
         # `check_finite` asks for them: the default loop is the bare update.
@@ -152,81 +258,88 @@ def _euler(ham, xs, masks, *, steps, dt, trace, tol, check_finite):
                 energy, dEdg = ham.energy_and_dEdg(x)
             else:
                 energy, dEdg = None, ham.dEdg(x)
-            x = _step(ham, masks, dt, x, dEdg)
+            x = _step(ham, masks, rates, x, dEdg)
             if check_finite:
-                bad = jnp.where((bad < 0) & ~_all_finite(x), t + 1, bad)
-                t = t + 1
+                t = t + jnp.array(1, int32)
+                bad = _first_bad(bad, t, x)
             return (x, bad, t), energy
 
-        carry = (
-            (xs, no_bad, jnp.array(0, jnp.int32)) if check_finite else (xs, None, None)
-        )
-        (xs, bad, _), energies = lax.scan(body, carry, length=steps)
-        bad = no_bad if bad is None else bad
+        carry = (xs, bad, jnp.array(0, int32)) if check_finite else (xs, None, None)
+        (xs, out_bad, _), energies = lax.scan(body, carry, length=steps)
+        bad = bad if out_bad is None else out_bad
         if not trace:
             return xs, None, bad
         assert energies is not None
         return xs, jnp.concatenate([energies, ham.energy(xs)[None]]), bad
 
-    # Run to a fixed point: stop once max |dE/dg| < tol on the free neurons (or after
-    # `steps` steps). Each step evaluates the energy and its gradient once.
+    # Run to a fixed point: stop once max |dE/dg| < tol on the free neurons, after
+    # `steps` steps, or once a state is not finite (a non-finite gradient moves the
+    # state to a non-finite value, so the divergence is reported, never hidden).
     energy, dEdg = ham.energy_and_dEdg(xs)
-    # The energy trace, filled as the loop goes (a dummy when it is not recorded).
     buffer = jnp.zeros((steps + 1 if trace else 0,), energy.dtype)
     if trace:
         buffer = buffer.at[0].set(energy)
 
     def cond(carry):
-        t, _, dEdg, _, _ = carry
+        t, x, dEdg, _, _ = carry
         res = _residual(ham, masks, dEdg)
-        return (t < steps) & (res >= tol) & jnp.isfinite(res)
+        return (t < steps) & ~(res < tol) & _all_finite(x)
 
     def loop(carry):
         t, x, dEdg, buffer, bad = carry
-        x = _step(ham, masks, dt, x, dEdg)
+        x = _step(ham, masks, rates, x, dEdg)
         energy, dEdg = ham.energy_and_dEdg(x)
+        t = t + jnp.array(1, int32)
         if trace:
-            buffer = buffer.at[t + 1].set(energy)
+            buffer = buffer.at[t].set(energy)
         if check_finite:
-            bad = jnp.where((bad < 0) & ~_all_finite(x), t + 1, bad)
-        return t + 1, x, dEdg, buffer, bad
+            bad = _first_bad(bad, t, x)
+        return t, x, dEdg, buffer, bad
 
-    carry = (jnp.array(0, jnp.int32), xs, dEdg, buffer, no_bad)
+    carry = (jnp.array(0, int32), xs, dEdg, buffer, bad)
     t, xs, _, buffer, bad = lax.while_loop(cond, loop, carry)
     if not trace:
         return xs, None, bad
     # After convergence the state is (to `tol`) constant: repeat the last energy.
-    return xs, jnp.where(jnp.arange(steps + 1) > t, buffer[t], buffer), bad
+    return xs, jnp.where(jnp.arange(steps + 1, dtype=int32) > t, buffer[t], buffer), bad
 
 
-def _ode(ham, xs, masks, *, steps, dt, trace, tol, check_finite, solver, options):
-    """An ODE solve with diffrax on one sample: returns `(xs, energies, bad_step)`."""
+def _ode(ham, xs, masks, dt, *, steps, trace, tol, check_finite, solver, options):
+    """An ODE solve with diffrax on one sample: returns `(xs, energies, bad_step)`.
+
+    The solve runs in the states' dtype promoted to at least float32 (times and
+    states alike), and the results are cast back to the states' dtypes.
+    """
     import diffrax
+
+    dtypes = {name: x.dtype for name, x in xs.items()}
+    with jax.numpy_dtype_promotion("standard"):
+        work = jnp.result_type(jnp.float32, *dtypes.values())
+    y0 = {name: x.astype(work) for name, x in xs.items()}
+    taus = {name: layer.tau for name, layer in ham.neurons.items()}
 
     def vector_field(t, y, args):
         ham, masks = args
         dEdg = ham.dEdg(y)
         out = {}
-        for name, layer in ham.neurons.items():
+        for name in ham.neurons:
             mask = masks[name]
             if mask is True:
                 out[name] = jnp.zeros_like(y[name])
                 continue
-            v = -dEdg[name] / layer.tau
-            out[name] = v if mask is None else jnp.where(mask, 0, v)
+            v = -dEdg[name] / taus[name]
+            out[name] = v if mask is None else jnp.where(mask, jnp.zeros_like(v), v)
         return out
 
+    dt = dt.astype(work)
     t1 = steps * dt
-    controller = options["stepsize_controller"]
-    if controller is None:
-        if isinstance(solver, diffrax.AbstractAdaptiveSolver):
-            controller = diffrax.PIDController(rtol=1e-4, atol=1e-6)
-        else:
-            controller = diffrax.ConstantStepSize()
-    ts = jnp.linspace(0, t1, steps + 1)
-    subs = [diffrax.SubSaveAt(t1=True)]
-    if trace:
-        subs.append(diffrax.SubSaveAt(ts=ts, fn=lambda t, y, args: args[0].energy(y)))
+    ts = jnp.linspace(jnp.zeros((), work), t1, steps + 1)
+
+    def record(t, y, args):
+        ham, masks = args
+        return ham.energy(y) if trace else None, _all_finite(y)
+
+    subs = [diffrax.SubSaveAt(t1=True), diffrax.SubSaveAt(ts=ts, fn=record)]
     event = None
     if tol is not None:
 
@@ -238,101 +351,138 @@ def _ode(ham, xs, masks, *, steps, dt, trace, tol, check_finite, solver, options
     solution = diffrax.diffeqsolve(
         diffrax.ODETerm(vector_field),
         solver,
-        t0=0.0,
+        t0=jnp.zeros((), work),
         t1=t1,
         dt0=dt,
-        y0=xs,
+        y0=y0,
         args=(ham, masks),
         saveat=diffrax.SaveAt(subs=subs),
-        stepsize_controller=controller,
+        stepsize_controller=options["stepsize_controller"],
         max_steps=options["max_steps"],
         event=event,
+        throw=False,
     )
     assert solution.ys is not None and solution.ts is not None
-    final = jax.tree.map(lambda y: y[0], solution.ys[0])
-    bad = jnp.array(-1, jnp.int32)
+    final = jax.tree.map(lambda y: y[-1], solution.ys[0])
+    t_end = solution.ts[0][-1]
+    saved_energies, saved_finite = solution.ys[1]
+    # Times the solve reached; after an early stop (`tol`, or a failure) diffrax
+    # saves nothing (it fills with inf): the trace repeats the last energy.
+    reached = ts < t_end
+    bad = jnp.array(_NO_BAD, jnp.int32)
+    ok = diffrax.is_okay(solution.result)
     if check_finite:
-        bad = jnp.where(_all_finite(final), bad, steps)
+        # A diffrax step that goes non-finite is kept (fixed steps), or rejected
+        # until the solver runs out of `max_steps` (adaptive steps): the bad step is
+        # the first recorded time at which the state is not finite, or that the
+        # solve could not reach.
+        stopped = ~ok | ~_all_finite(final)
+        candidates = (reached & ~saved_finite) | (~reached & stopped)
+        any_bad = jnp.any(candidates)
+        bad = jnp.where(any_bad, jnp.argmax(candidates).astype(jnp.int32), bad)
+        ok = ok | any_bad  # reported as a divergence, not as diffrax's failure
+    # (Not `solution.result.error_if`: its message index cannot be reduced over an
+    # empty `jax.vmap` batch.)
+    max_steps_reached = solution.result == diffrax.RESULTS.max_steps_reached
+    final = eqx.error_if(
+        final,
+        ~ok & max_steps_reached,
+        f"`descend`'s diffrax solver took `max_steps` = {options['max_steps']} steps "
+        "before reaching `t1 = steps * dt`; raise `max_steps`, loosen the step-size "
+        "controller's tolerances, or pass `check_finite=True` to see whether the "
+        "state diverges.",
+    )
+    final = eqx.error_if(
+        final,
+        ~ok & ~max_steps_reached,
+        "`descend`'s diffrax solver failed before reaching `t1 = steps * dt` (call "
+        "`diffrax.diffeqsolve` on `ham`'s vector field for diffrax's own message).",
+    )
+    final = {name: final[name].astype(dtypes[name]) for name in final}
     if not trace:
         return final, None, bad
-    # After an early stop (`tol`), diffrax saves nothing: repeat the last energy.
-    t_end = solution.ts[0][0]
-    energies = jnp.where(ts > t_end, ham.energy(final), solution.ys[1])
-    if check_finite:
-        ok = jnp.isfinite(energies)
-        bad = jnp.where(jnp.all(ok), bad, jnp.argmin(ok).astype(jnp.int32))
+    with jax.numpy_dtype_promotion("standard"):
+        edtype = jnp.result_type(*dtypes.values())
+    last = ham.energy(final)
+    energies = jnp.where(reached, saved_energies.astype(edtype), last.astype(edtype))
     return final, energies, bad
 
 
-def _descend(ham, xs, masks, batch, batched_masks, **kwargs):
-    solver = kwargs.pop("solver")
-    options = kwargs.pop("options")
-    if solver is None:
-        run = lambda x, m: _euler(ham, x, m, **kwargs)  # noqa: E731
-    else:
-        run = lambda x, m: _ode(  # noqa: E731
-            ham, x, m, solver=solver, options=options, **kwargs
-        )
-    if batch is None:
-        return run(xs, masks)
-    # A batch is the vmap of one sample: each sample has its own trace (and its own
-    # step sizes and stopping time with `tol` or an adaptive solver).
-    in_masks = {name: 0 if name in batched_masks else None for name in masks}
-    # `True`/`None` masks are static: close over them rather than map them.
-    static = {k: v for k, v in masks.items() if v is None or v is True}
-    dynamic = {k: v for k, v in masks.items() if k not in static}
-
-    def one(x, dyn):
-        return run(x, {**static, **dyn})
-
-    axes = {k: in_masks[k] for k in dynamic}
-    return jax.vmap(one, in_axes=(0, axes))(xs, dynamic)
-
-
-# Called outside any trace (eagerly), `descend` runs compiled and cached; called under
-# `jit`, `grad` or `vmap`, it traces straight into the caller's program.
-_descend_jit = eqx.filter_jit(_descend)
-
-
-def _traced(*trees) -> bool:
-    return any(isinstance(leaf, Tracer) for leaf in jax.tree_util.tree_leaves(trees))
-
-
 @eqx.filter_jit
-def _energy(ham, xs):
-    return ham.energy(xs)
-
-
-def _raise_non_finite(bad) -> None:
-    bad = np.asarray(bad)
-    if np.any(bad >= 0):
-        flat = np.where(bad.reshape(-1) >= 0, bad.reshape(-1), np.iinfo(np.int32).max)
-        sample = int(np.argmin(flat))
-        where = f" (sample {sample} of the batch)" if bad.ndim else ""
-        raise ValueError(
-            f"`descend` produced a non-finite state (NaN or inf) at step "
-            f"{int(flat[sample])}{where}; reduce `dt`, check the synapses' scale, or "
-            "use a Lagrangian that does not overflow (`LExp`/`LRexp` grow like "
-            "exp(beta x))."
+def _descend(ham, xs, masks, dt, *, steps, trace, tol, check_finite, solver, options):
+    if solver is None:
+        return _euler(
+            ham,
+            xs,
+            masks,
+            _rates(ham, dt, xs),
+            steps=steps,
+            trace=trace,
+            tol=tol,
+            check_finite=check_finite,
         )
+    return _ode(
+        ham,
+        xs,
+        masks,
+        dt,
+        steps=steps,
+        trace=trace,
+        tol=tol,
+        check_finite=check_finite,
+        solver=solver,
+        options=options,
+    )
+
+
+def _non_finite_message(step: int | None, solver: bool) -> str:
+    at = "" if step is None else f" at step {step}"
+    return (
+        f"`descend` produced a non-finite state (NaN or inf){at}"
+        + (
+            ", or its diffrax solver could not get there (an adaptive solver runs "
+            "out of `max_steps` where the state diverges)"
+            if solver
+            else ""
+        )
+        + "; reduce `dt`, check the synapses' scale, or use a Lagrangian that does "
+        "not overflow (`LExp`/`LRexp` grow like exp(beta x))."
+    )
+
+
+def _report_non_finite(xs: States, bad: Array, steps: int, solver: bool) -> States:
+    """Raises for a non-finite state at step `bad >= 0`: a `ValueError` at once when
+    `bad` is concrete, else an error at run time (`eqx.branched_error_if`)."""
+    value = concrete_value(bad)
+    if value is not None:
+        if int(value) >= 0:
+            raise ValueError(_non_finite_message(int(value), solver))
+        return xs
+    if steps > _MAX_STEP_MESSAGES:
+        return eqx.error_if(xs, bad >= 0, _non_finite_message(None, solver))
+    # Under `jax.vmap` the index is the batch's maximum: message `i` is for step
+    # `steps - i`, so that the maximum reports the earliest bad step of the batch.
+    messages = tuple(_non_finite_message(steps - i, solver) for i in range(steps + 1))
+    index = jnp.where(bad >= 0, steps - bad, 0)
+    return eqx.branched_error_if(xs, bad >= 0, index, messages)
 
 
 def descend(
     ham: HAM,
     xs: StatesLike,
     *,
-    steps: int,
-    dt: float | int | Float[Array, ""],
+    steps: int | np.integer,
+    dt: float | int | Float[Array, ""] | np.floating,
     clamp: _Clamp | None = None,
     solver=None,
     trace: bool = True,
-    tol: float | int | None = None,
+    tol: float | int | np.floating | None = None,
     check_finite: bool = False,
     stepsize_controller=None,
-    max_steps: int | None = 4096,
-) -> tuple[States, Float[Array, "*batch steps_plus_1"] | None]:
+    max_steps: int | np.integer | None = 4096,
+) -> tuple[States, Float[Array, " steps_plus_1"] | None]:
     r"""Descends the energy of a HAM: $\tau_\ell\,\dot x_\ell = -\partial E/\partial
-    g_\ell$.
+    g_\ell$, for one sample.
 
     By default, `steps` Euler steps in one `jax.lax.scan`,
 
@@ -343,6 +493,18 @@ def descend(
     energy never rises; with Euler steps it does not either when `dt` is small against
     the curvature of the energy (say `dt <= 0.1 * tau`). Clamped neurons are held
     fixed.
+
+    `descend` acts on **one sample** (each state of its layer's shape) and is
+    compiled with `eqx.filter_jit`, as `diffrax.diffeqsolve` is; `dt` is traced, so a
+    new value does not recompile. A batch is `jax.vmap` of it, with per-sample clamp
+    masks as one more mapped argument:
+
+    ```python
+    xs, energies = jax.vmap(lambda x: hl.descend(ham, x, steps=20, dt=0.1))(xs)
+    xs, energies = jax.vmap(
+        lambda x, m: hl.descend(ham, x, steps=20, dt=0.1, clamp={"image": m})
+    )(xs, masks)
+    ```
 
     Choosing the scheme:
 
@@ -359,94 +521,83 @@ def descend(
     - `solver`: a diffrax solver (e.g. `diffrax.Tsit5()`) integrates the ODE from
       $t = 0$ to `steps * dt` with adaptive steps (`dt` is the first step), and
       records the energy at `steps + 1` evenly spaced times. Needs
-      `pip install hamux_lagr[examples]` (or `pip install diffrax`). An adaptive
-      solver follows the dynamics to its tolerances, so the energy is non-increasing
-      up to them, a fixed point is reached to about them (a `tol` far below
-      `atol` is never met) and gradients through it are exact up to them (its step
-      choices are not differentiated); give `stepsize_controller` for tighter ones.
-      For a dense memory it is no faster than Euler (see
+      `pip install hamux_lagr[examples]` (or `pip install diffrax`). The solve runs in
+      at least float32 and its results are cast back to the states' dtypes. An
+      adaptive solver follows the dynamics to its tolerances, so the energy is
+      non-increasing up to them, a fixed point is reached to about them (a `tol` far
+      below `atol` is never met) and gradients through it are exact up to them (its
+      step choices are not differentiated); give `stepsize_controller` for tighter
+      ones. For a dense memory it is no faster than Euler (see
       `benchmarks/bench_memory.py`).
 
-    Batches: `xs` may hold one sample or a batch (a leading axis on every layer); a
-    batch is `jax.vmap` of one sample, each with its own trace.
+    Checks: wrong types, shapes and layer names raise at once (at trace time). `dt`
+    must be positive and finite: a concrete bad value raises a `ValueError` at once, a
+    traced one (under `jax.jit`) raises at run time (`eqx.error_if`).
 
     **Arguments:**
 
     - `ham`: the `hamux_lagr.HAM`.
-    - `xs`: the initial states, one sample or a batch.
-    - `steps`: the number of Euler steps (or of recorded intervals with `solver`),
-      `>= 0`.
-    - `dt`: the step size, `> 0`, in the same units as the layers' `tau`.
+    - `xs`: the initial states of one sample, a dict from layer name to a state of
+      the layer's shape. A batched dict raises a `ValueError` pointing at `jax.vmap`.
+    - `steps`: the number of Euler steps (or of recorded intervals with `solver`), an
+      int in `[0, 2**31 - 1]`.
+    - `dt`: the step size, `> 0`, in the same units as the layers' `tau`: a Python
+      number or a 0-d array (traced: new values do not recompile).
     - `clamp`: a dict from layer name to `True` (hold the whole layer) or a boolean
-      mask of the layer's shape (or `(batch, *shape)`), `True` where a neuron is held
-      at its initial state. Holding *some* neurons of a layer whose Lagrangian couples
-      its neurons (softmax, layer norm) keeps the energy non-increasing only if the
-      mask is constant along the coupled axis.
+      mask of the layer's shape, `True` where a neuron is held at its initial state.
+      Holding *some* neurons of a layer whose Lagrangian couples its neurons
+      (softmax, layer norm) keeps the energy non-increasing only if the mask is
+      constant along the coupled axis.
     - `solver`: `None` for the Euler scan, or a diffrax solver.
     - `trace`: whether to record the energy. It comes from the pass that computes
       $\partial E/\partial g$, so it costs little; `False` skips it.
-    - `tol`: if given, stop early at a fixed point (see above).
-    - `check_finite`: if `True`, raise a `ValueError` naming the first step at which a
-      state became NaN or infinite. (Called under `jax.jit` the error is raised at run
-      time by a callback, as a `JaxRuntimeError` carrying the same message.)
+    - `tol`: if given, a positive number: stop early at a fixed point (see above).
+    - `check_finite`: if `True`, raise when a state becomes NaN or infinite (the
+      initial state included, as step 0), naming the first such step: a `ValueError`
+      when called outside `jax.jit`; under `jax.jit` an error at run time carrying
+      the same message (`eqx.branched_error_if`; without the step number beyond
+      10,000 steps). With `solver`, a solve that cannot go on because the state
+      diverges is reported so too, at the first recorded time it did not reach.
     - `stepsize_controller`: with `solver`, a diffrax step-size controller; by default
       `diffrax.PIDController(rtol=1e-4, atol=1e-6)` for adaptive solvers and constant
       steps of `dt` otherwise.
-    - `max_steps`: with `solver`, the most solver steps (diffrax's `max_steps`).
+    - `max_steps`: with `solver`, the most solver steps (diffrax's `max_steps`), a
+      positive int. A solve that needs more raises diffrax's error.
 
     **Returns:**
 
-    A pair `(xs, energies)`: the final states (shaped like `xs`) and the energy at each
-    of the `steps + 1` times $0, \mathrm{d}t, \dots,$ `steps * dt` (shape
-    `(steps + 1,)`, or `(batch, steps + 1)` for a batch; after an early stop with `tol`
-    the last energy is repeated), or `None` when `trace=False`.
+    A pair `(xs, energies)`: the final states (shaped and typed like `xs`) and the
+    energy at each of the `steps + 1` times $0, \mathrm{d}t, \dots,$ `steps * dt`
+    (shape `(steps + 1,)`; after an early stop with `tol` the last energy is
+    repeated), or `None` when `trace=False`.
     """
     if not isinstance(ham, HAM):
         raise TypeError(
             f"`ham` must be a `HAM` in `descend`, got {type(ham).__name__}."
         )
-    steps = _check_steps(steps)
-    dt = _check_dt(dt)
-    states, batch = prepare_states(ham, xs, "descend")
-    masks = _check_clamp(ham, clamp, batch)
-    if tol is not None:
-        tol = float(tol)
-        if not tol > 0:
-            raise ValueError(f"`tol` must be positive in `descend`, got {tol}.")
-    if solver is not None:
-        try:
-            import diffrax
-        except ImportError as e:
-            raise ImportError(
-                "`descend(..., solver=...)` integrates with diffrax, which is not "
-                "installed: `pip install hamux_lagr[examples]` (or `pip install "
-                "diffrax`), or pass `solver=None` for the built-in Euler scan."
-            ) from e
-        if not isinstance(solver, diffrax.AbstractSolver):
-            raise TypeError(
-                "`solver` must be a diffrax solver such as `diffrax.Tsit5()`, got "
-                f"{type(solver).__name__}."
-            )
-    if steps == 0:
-        energies = _energy(ham, states)[..., None] if trace else None
-        return states, energies
-    batched_masks = frozenset(
-        name
-        for name, mask in masks.items()
-        if batch is not None
-        and mask is not None
-        and mask is not True
-        and mask.ndim == len(ham.neurons[name].shape) + 1
+    steps = static_int(
+        steps,
+        "steps",
+        _WHERE,
+        hint="It is the number of Euler steps (the energy trace has `steps + 1` "
+        "entries).",
     )
-    run = _descend if _traced(ham, states, masks, dt) else _descend_jit
-    final, energies, bad = run(
+    states = prepare_states(ham, xs, _WHERE)
+    masks = _check_clamp(ham, clamp)
+    if tol is not None:
+        tol = static_float(
+            tol, "tol", _WHERE, hint="It is the residual max |dE/dg| to stop at."
+        )
+    stepsize_controller, max_steps = _check_solver(
+        solver, stepsize_controller, max_steps
+    )
+    dt = _check_dt(dt)
+    final, energies, bad = _descend(
         ham,
         states,
         masks,
-        batch,
-        batched_masks,
+        dt,
         steps=steps,
-        dt=dt,
         trace=bool(trace),
         tol=tol,
         check_finite=bool(check_finite),
@@ -454,11 +605,7 @@ def descend(
         options={"stepsize_controller": stepsize_controller, "max_steps": max_steps},
     )
     if check_finite:
-        concrete = concrete_value(bad)
-        if concrete is not None:
-            _raise_non_finite(concrete)
-        else:
-            jax.debug.callback(_raise_non_finite, bad)
+        final = _report_non_finite(final, bad, steps, solver is not None)
     return final, energies
 
 

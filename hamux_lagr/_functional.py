@@ -23,8 +23,9 @@ from ._jvp import tangent_sum
 from ._validation import (
     as_param,
     as_state,
-    ensure,
     check_broadcasts,
+    ensure,
+    finite_param,
     state_and_beta,
 )
 
@@ -90,6 +91,11 @@ def _repu_jvp(primals, tangents):
     return out, tangent
 
 
+def _is_not_a_degree(v):
+    """True where `v` is not a finite degree `>= 1` (NaN included)."""
+    return ~((v >= 1) & (v < math.inf))
+
+
 def lagr_repu(x: StateLike, n: ParamLike) -> Float[Array, "..."]:
     r"""Rectified Power Unit of degree `n` (Krotov & Hopfield 2016).
 
@@ -110,13 +116,15 @@ def lagr_repu(x: StateLike, n: ParamLike) -> Float[Array, "..."]:
 
     **Raises:**
 
-    `ValueError` if a concrete `n < 1` (the Lagrangian would not be convex).
+    `ValueError` if `n < 1` (the Lagrangian would not be convex) or `n` is not finite;
+    under `jax.jit` the check runs at run time, through `eqx.error_if`.
     """
     x = as_state(x, "lagr_repu")
     n = ensure(
         as_param(n, "n", "lagr_repu", x.dtype),
-        lambda v: ~((v >= 1) & (v < float("inf"))),
-        "`n` must be >= 1 and finite in `lagr_repu` (a RePU of degree below 1 is not convex)",
+        _is_not_a_degree,
+        "`n` must be >= 1 and finite in `lagr_repu`",
+        "A RePU of degree below 1 is not convex.",
     )
     check_broadcasts(n, x.shape, "n", "lagr_repu")
     return _repu(x, n)
@@ -177,7 +185,8 @@ def lagr_exp(x: StateLike, beta: ParamLike = 1.0) -> Float[Array, "..."]:
     **Arguments:**
 
     - `x`: the state, any shape.
-    - `beta`: inverse temperature, positive; a scalar or an array broadcasting to `x`.
+    - `beta`: inverse temperature, positive and finite; a scalar or an array
+      broadcasting to `x`.
 
     **Returns:**
 
@@ -223,7 +232,8 @@ def lagr_rexp(x: StateLike, beta: ParamLike = 1.0) -> Float[Array, "..."]:
     **Arguments:**
 
     - `x`: the state, any shape.
-    - `beta`: inverse temperature, positive; a scalar or an array broadcasting to `x`.
+    - `beta`: inverse temperature, positive and finite; a scalar or an array
+      broadcasting to `x`.
 
     **Returns:**
 
@@ -303,7 +313,8 @@ def lagr_tanh(x: StateLike, beta: ParamLike = 1.0) -> Float[Array, "..."]:
     **Arguments:**
 
     - `x`: the state, any shape.
-    - `beta`: inverse temperature, positive; a scalar or an array broadcasting to `x`.
+    - `beta`: inverse temperature, positive and finite; a scalar or an array
+      broadcasting to `x`.
 
     **Returns:**
 
@@ -360,15 +371,17 @@ def lagr_sigmoid(
     **Arguments:**
 
     - `x`: the state, any shape.
-    - `beta`: inverse temperature, positive; a scalar or an array broadcasting to `x`.
-    - `scale`: amount $s$ to stretch the range of the sigmoid (convex for `scale >= 0`).
+    - `beta`: inverse temperature, positive and finite; a scalar or an array
+      broadcasting to `x`.
+    - `scale`: amount $s$ to stretch the range of the sigmoid, finite (convex for
+      `scale >= 0`).
 
     **Returns:**
 
     An array of `x`'s shape; its sum is the scalar Lagrangian.
     """
     x, beta = state_and_beta(x, beta, "lagr_sigmoid")
-    scale = as_param(scale, "scale", "lagr_sigmoid", x.dtype)
+    scale = finite_param(scale, "scale", "lagr_sigmoid", x.dtype)
     check_broadcasts(scale, x.shape, "scale", "lagr_sigmoid")
     return _sigmoid(x, beta, scale)
 

@@ -9,47 +9,59 @@ import functools as ft
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float
 
 from ._custom_types import ParamLike, StateLike
 from ._jvp import tangent_sum
-from ._validation import as_param, as_state, check_broadcasts, normalise_axis
+from ._validation import (
+    as_state,
+    check_broadcasts,
+    finite_param,
+    normalise_axis,
+    static_float,
+)
+
+
+def scalar_gamma(gamma: Array, where: str) -> Array:
+    """`gamma` as a 0-d array; a `ValueError` unless it has exactly one entry."""
+    if gamma.size != 1:
+        raise ValueError(
+            f"`gamma` must be a scalar in `{where}`, got shape {gamma.shape}: a "
+            "per-feature gamma makes the activation no longer the gradient of a "
+            "scalar Lagrangian."
+        )
+    return gamma.reshape(())
+
+
+def placed_delta(delta: Array, x: Array, axis: int, where: str) -> Array:
+    """`delta` ready to broadcast against `x`: a vector is a per-feature shift along
+    the normalised `axis` (non-negative); anything else must broadcast to `x`."""
+    if delta.ndim == 1 and x.ndim > 1:
+        if delta.shape[0] not in (1, x.shape[axis]):
+            raise ValueError(
+                f"`delta` of shape {delta.shape} must have length {x.shape[axis]} "
+                f"(the size of `axis`={axis}) or 1 in `{where}`."
+            )
+        shape = [1] * x.ndim
+        shape[axis] = delta.shape[0]
+        delta = delta.reshape(shape)
+    check_broadcasts(delta, x.shape, "delta", where)
+    return delta
+
+
+def static_eps(eps: object, where: str) -> float:
+    """`eps`, a static Python float `>= 0`."""
+    return static_float(
+        eps, "eps", where, inclusive=True, hint="It only guards a division by 0."
+    )
 
 
 def _prepare(x, gamma, delta, axis, eps, fn):
     x = as_state(x, fn)
     axis = normalise_axis(axis, x.ndim, fn)
-    gamma = as_param(gamma, "gamma", fn, x.dtype)
-    if gamma.size != 1:
-        raise ValueError(
-            f"`gamma` must be a scalar in `{fn}`, got shape {gamma.shape}: a "
-            "per-feature gamma makes the activation no longer the gradient of a "
-            "scalar Lagrangian."
-        )
-    gamma = gamma.reshape(())
-    delta = as_param(delta, "delta", fn, x.dtype)
-    if delta.ndim == 1 and x.ndim > 1:
-        # A vector `delta` is a per-feature shift along the normalised axis.
-        if delta.shape[0] not in (1, x.shape[axis]):
-            raise ValueError(
-                f"`delta` of shape {delta.shape} must have length {x.shape[axis]} "
-                f"(the size of `axis`={axis}) or 1 in `{fn}`."
-            )
-        shape = [1] * x.ndim
-        shape[axis] = delta.shape[0]
-        delta = delta.reshape(shape)
-    check_broadcasts(delta, x.shape, "delta", fn)
-    try:
-        eps = float(eps)
-    except (TypeError, jax.errors.ConcretizationTypeError) as e:
-        raise TypeError(
-            f"`eps` must be a Python number (a static hyper-parameter) in `{fn}`, "
-            f"got {type(eps).__name__}."
-        ) from e
-    if not (np.isfinite(eps) and eps >= 0):
-        raise ValueError(f"`eps` must be a finite number >= 0 in `{fn}`, got {eps}.")
-    return x, gamma, delta, axis, eps
+    gamma = scalar_gamma(finite_param(gamma, "gamma", fn, x.dtype), fn)
+    delta = placed_delta(finite_param(delta, "delta", fn, x.dtype), x, axis, fn)
+    return x, gamma, delta, axis, static_eps(eps, fn)
 
 
 # ----------------------------------------------------------------------------------

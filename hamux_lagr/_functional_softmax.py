@@ -41,17 +41,25 @@ def _prepare(x, beta, axis, fn):
 
 
 def _softmax_parts(x, beta, axis):
-    z = beta * x
-    m = lax.stop_gradient(jnp.max(z, axis=axis, keepdims=True))
-    y = z - axis_expand(m, z.shape)
+    # Shift *before* scaling: for beta > 0, max(beta x) = beta max(x), and
+    # beta * (x - max(x)) is exactly 0 at the maximum. (The other order, beta x -
+    # max(beta x), XLA fuses into one multiply-add whose rounding error, about
+    # |beta x| * eps, overflows exp at a large beta: -inf and NaN under jit.)
+    m = lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
+    y = beta * (x - axis_expand(m, x.shape))
     e = jnp.exp(y)
     s = jnp.sum(e, axis=axis, keepdims=True)
     log_s = jnp.log(s)
     # An infinite maximum (all entries -inf, or one +inf) makes `y` NaN; the
     # log-sum-exp is then the maximum itself, as in `jax.nn.logsumexp`. (Guarding the
     # output rather than `m` keeps the shift out of the similarities' fused kernel.)
-    lse = jnp.where(jnp.isfinite(m), m + log_s, m)
-    return y, e, s, log_s, lse / beta
+    lse = jnp.where(jnp.isfinite(m), m + log_s / beta, m)
+    return y, e, s, log_s, lse
+
+
+def _safe_log_p(p, log_p):
+    """`log_p`, with 0 where `p == 0` (there `log_p` may be -inf; `p log p` is 0)."""
+    return jnp.where(p > 0, log_p, 0)
 
 
 @ft.partial(jax.custom_jvp, nondiff_argnums=(2,))
@@ -68,7 +76,7 @@ def _softmax_jvp(axis, primals, tangents):
 
     def dbeta():
         # d/dbeta logsumexp(beta x) / beta = sum(p log p) / beta**2 (minus the entropy).
-        log_p = y - axis_expand(log_s, y.shape)
+        log_p = _safe_log_p(p, y - axis_expand(log_s, y.shape))
         return axis_dot(p, log_p, axis) / beta**2 * beta_dot
 
     tangent = tangent_sum(
@@ -98,8 +106,8 @@ def lagr_softmax(
     **Arguments:**
 
     - `x`: the state, at least one dimension.
-    - `beta`: inverse temperature, positive; a scalar (or an array broadcasting to the
-      output shape).
+    - `beta`: inverse temperature, positive and finite; a scalar (or an array
+      broadcasting to the output shape).
     - `axis`: the axis over which to apply the log-sum-exp.
 
     **Returns:**
@@ -128,7 +136,7 @@ def lagr_softmax_unstable(
     **Arguments:**
 
     - `x`: the state, at least one dimension.
-    - `beta`: inverse temperature, positive.
+    - `beta`: inverse temperature, positive and finite.
     - `axis`: the axis over which to apply the log-sum-exp.
 
     **Returns:**
@@ -136,6 +144,11 @@ def lagr_softmax_unstable(
     An array of `x`'s shape with `axis` kept at size 1.
     """
     x, beta, axis = _prepare(x, beta, axis, "lagr_softmax_unstable")
+    return _softmax_unstable(x, beta, axis)
+
+
+def _softmax_unstable(x, beta, axis):
+    # Shifted before scaling, like `_softmax_parts`.
     m = lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
     return (
         m + jnp.log(jnp.sum(jnp.exp(beta * (x - m)), axis=axis, keepdims=True)) / beta
@@ -148,17 +161,18 @@ def lagr_softmax_unstable(
 
 
 def _ghostmax_parts(x, beta, axis):
-    z = beta * x
-    # Shift by max(max(z), 0): the ghost logit is 0.
-    m = lax.stop_gradient(jnp.maximum(jnp.max(z, axis=axis, keepdims=True), 0))
-    y = z - axis_expand(m, z.shape)
+    # Shift by max(max(x), 0) before scaling (the ghost logit is 0; see
+    # `_softmax_parts` for why the shift comes first).
+    m = lax.stop_gradient(jnp.maximum(jnp.max(x, axis=axis, keepdims=True), 0))
+    y = beta * (x - axis_expand(m, x.shape))
+    bm = beta * m
     e = jnp.exp(y)
-    e0 = jnp.exp(-m)
+    e0 = jnp.exp(-bm)
     s = e0 + jnp.sum(e, axis=axis, keepdims=True)
     log_s = jnp.log(s)
     # A +inf entry makes `y` NaN; the Lagrangian is then +inf (see `_softmax_parts`).
-    lse = jnp.where(jnp.isfinite(m), m + log_s, m)
-    return m, y, e, s, log_s, lse / beta
+    lse = jnp.where(jnp.isfinite(m), m + log_s / beta, m)
+    return bm, y, e, s, log_s, lse
 
 
 @ft.partial(jax.custom_jvp, nondiff_argnums=(2,))
@@ -170,14 +184,15 @@ def _ghostmax(x, beta, axis):
 def _ghostmax_jvp(axis, primals, tangents):
     x, beta = primals
     x_dot, beta_dot = tangents
-    m, y, e, s, log_s, out = _ghostmax_parts(x, beta, axis)
+    bm, y, e, s, log_s, out = _ghostmax_parts(x, beta, axis)
     p = e / axis_expand(s, e.shape)
 
     def dbeta():
         # Minus the entropy of (p, p0), p0 = 1 - sum(p) the ghost's probability.
-        log_p0 = -m - log_s
-        log_p = y - axis_expand(log_s, y.shape)
-        neg_h = axis_dot(p, log_p, axis) + jnp.exp(log_p0) * log_p0
+        log_p0 = -bm - log_s
+        p0 = jnp.exp(log_p0)
+        log_p = _safe_log_p(p, y - axis_expand(log_s, y.shape))
+        neg_h = axis_dot(p, log_p, axis) + p0 * _safe_log_p(p0, log_p0)
         return neg_h / beta**2 * beta_dot
 
     tangent = tangent_sum(
@@ -205,7 +220,7 @@ def lagr_ghostmax(
     **Arguments:**
 
     - `x`: the state, at least one dimension.
-    - `beta`: inverse temperature, positive.
+    - `beta`: inverse temperature, positive and finite.
     - `axis`: the axis over which to reduce.
 
     **Returns:**

@@ -17,14 +17,15 @@ from collections.abc import Callable, Mapping, Sequence
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float, PRNGKeyArray, Shaped
 
 from ._neurons import NeuronLayer
-from ._validation import default_float_dtype
+from ._validation import as_state, check_key
 
 
-#: One sample's (or one batch's) states or activations: a dict from layer name to array.
+#: One sample's states or activations: a dict from layer name to array.
 States = dict[str, Float[Array, "..."]]
 #: States as the user may give them: any array-likes.
 StatesLike = Mapping[str, Shaped[ArrayLike, "..."]]
@@ -50,12 +51,13 @@ class HAM(eqx.Module):
     The dynamics $\tau_\ell \dot x_\ell = -\partial E/\partial g_\ell$ (see
     `hamux_lagr.descend`) descend it (Hoover et al. 2022).
 
-    States are dicts from layer name to array. Every method takes the states of one
-    sample (each of its layer's shape) **or of a batch** (each with one leading batch
-    axis of a common size): a batch is handled by `jax.vmap` of the one-sample method,
-    and batched energies have shape `(batch,)`. Methods compose with `jax.jit`,
-    `jax.vmap` and `jax.grad`; the HAM is a pytree whose learnable leaves are its
-    layers' Lagrangian parameters and its synapses' parameters. (To compile a method,
+    States are dicts from layer name to array. Every method acts on the states of
+    **one sample** (each of its layer's shape), as Equinox modules do; a batch is
+    `jax.vmap` of it, e.g. `jax.vmap(ham.energy)(xs)`. A batched dict (states of shape
+    `(batch, *shape)`) raises a `ValueError` that says so. Methods compose with
+    `jax.jit`, `jax.vmap` and `jax.grad`; the HAM is a pytree whose learnable leaves
+    are its layers' Lagrangian parameters and its synapses' parameters. (To compile a
+    method,
     use `eqx.filter_jit(ham.energy)` or `jax.jit(lambda xs: ham.energy(xs))`: like
     every Equinox module holding arrays, a HAM is not hashable, which
     `jax.jit(ham.energy)` needs.)
@@ -81,9 +83,11 @@ class HAM(eqx.Module):
             synapses={"memory": hl.DenseMemory.random(100, 784, hl.LSoftmax(10.0), key=key)},
             connections=[(("image",), "memory")],
         )
+        x = ham.init_states(key=key)                  # one sample: {"image": (784,)}
+        ham.energy(x)                                 # a scalar
         xs = ham.init_states(batch_size=8, key=key)   # {"image": (8, 784)}
-        ham.energy(xs)                                # shape (8,)
-        xs, energies = hl.descend(ham, xs, steps=20, dt=0.1)
+        jax.vmap(ham.energy)(xs)                      # shape (8,)
+        xs, energies = jax.vmap(lambda x: hl.descend(ham, x, steps=20, dt=0.1))(xs)
         ```
     """
 
@@ -117,6 +121,12 @@ class HAM(eqx.Module):
             )
         for name, synapse in synapses.items():
             _check_name(name, "Synapse")
+            if isinstance(synapse, type):
+                raise TypeError(
+                    f"`synapses[{name!r}]` is the class {synapse.__name__}, not a "
+                    f"synapse: construct one, e.g. `{synapse.__name__}(...)` with its "
+                    "weights."
+                )
             if not callable(synapse):
                 raise TypeError(
                     f"`synapses[{name!r}]` must be callable (an Equinox module whose "
@@ -170,7 +180,9 @@ class HAM(eqx.Module):
     # ------------------------------------------------------------------------------
 
     def init_states(
-        self, batch_size: int | None = None, key: PRNGKeyArray | None = None
+        self,
+        batch_size: int | np.integer | None = None,
+        key: PRNGKeyArray | None = None,
     ) -> States:
         r"""Initial states of every layer: zeros, or standard normal with a key.
 
@@ -183,6 +195,8 @@ class HAM(eqx.Module):
 
         A dict from layer name to state.
         """
+        if key is not None:
+            check_key(key, "HAM.init_states")
         keys = (
             [None] * len(self.neurons)
             if key is None
@@ -198,112 +212,127 @@ class HAM(eqx.Module):
 
         **Arguments:**
 
-        - `xs`: the states, one sample or a batch.
+        - `xs`: the states of one sample.
 
         **Returns:**
 
         A dict from layer name to activations, shaped like `xs`.
         """
-        xs, batch = prepare_states(self, xs, "HAM.activations")
-        if batch is not None:
-            return jax.vmap(self.activations)(xs)
+        return self._activations(prepare_states(self, xs, "HAM.activations"))
+
+    def _activations(self, xs: States) -> States:
         return {
-            name: layer.lagrangian.activation(xs[name])
+            name: _in_layer(name, layer, layer.activations, xs[name])
             for name, layer in self.neurons.items()
         }
+
+    def _layer_energies_and_activations(self, xs: States) -> tuple[dict, States]:
+        energies, gs = {}, {}
+        for name, layer in self.neurons.items():
+            energies[name], gs[name] = _in_layer(
+                name, layer, layer.energy_and_activations, xs[name]
+            )
+        return energies, gs
 
     # ------------------------------------------------------------------------------
     # energies
     # ------------------------------------------------------------------------------
 
-    def synapse_energies(self, gs: StatesLike) -> dict[str, Float[Array, "*batch"]]:
+    def synapse_energies(self, gs: StatesLike) -> dict[str, Float[Array, ""]]:
         r"""Each synapse's energy of the *activations* `gs`.
 
         A synapse used in several connections gets the sum of their energies; a
         synapse in no connection gets zero. A synapse whose shapes do not fit the
-        layers of its connection raises a `ValueError` naming the connection.
+        layers of its connection, or that does not return a floating scalar, raises
+        an error naming the synapse and the connection.
 
         **Arguments:**
 
-        - `gs`: the activations (not the states), one sample or a batch, e.g. from
+        - `gs`: the activations (not the states) of one sample, e.g. from
           `activations(xs)`.
 
         **Returns:**
 
-        A dict from synapse name to energy: a scalar for one sample, shape `(batch,)`
-        for a batch.
+        A dict from synapse name to its scalar energy.
         """
-        gs, batch = prepare_states(self, gs, "HAM.synapse_energies")
-        if batch is not None:
-            return jax.vmap(self.synapse_energies)(gs)
+        gs = prepare_states(self, gs, "HAM.synapse_energies", "gs")
+        return self._synapse_energies(gs)
+
+    def _synapse_energies(self, gs: States) -> dict[str, Array]:
         out: dict[str, Array] = {}
         for layers, name in self.connections:
             synapse = self.synapses[name]
             args = [gs[layer] for layer in layers]
+            what = (
+                f"The synapse {name!r} ({type(synapse).__name__}) of the connection "
+                f"{layers!r} -> {name!r}"
+            )
             try:
                 energy = synapse(*args)
             except (TypeError, ValueError) as e:
                 shapes = ", ".join(f"{layer!r}: {gs[layer].shape}" for layer in layers)
                 raise ValueError(
-                    f"The synapse {name!r} ({type(synapse).__name__}) does not fit the "
-                    f"connection {layers!r} -> {name!r}, whose activations have shapes "
+                    f"{what} does not fit the activations of its layers, of shapes "
                     f"{{{shapes}}}: {e}"
                 ) from e
-            if jnp.shape(energy) != ():
+            try:
+                energy = jnp.asarray(energy)
+            except TypeError as e:
+                raise TypeError(
+                    f"{what} returned a {type(energy).__name__}; a synapse must return "
+                    "its energy as a floating scalar array."
+                ) from e
+            if not jnp.issubdtype(energy.dtype, jnp.floating):
+                raise TypeError(
+                    f"{what} returned an energy of dtype {energy.dtype}; a synapse "
+                    "must return a floating scalar (energies are differentiated)."
+                )
+            if energy.shape != ():
                 raise ValueError(
-                    f"The synapse {name!r} ({type(synapse).__name__}) of connection "
-                    f"{layers!r} -> {name!r} returned an energy of shape "
-                    f"{jnp.shape(energy)}; a synapse must return a scalar (sum it)."
+                    f"{what} returned an energy of shape {energy.shape}; a synapse "
+                    "must return a scalar (sum it)."
                 )
             out[name] = out[name] + energy if name in out else energy
         # A synapse in no connection contributes nothing.
-        dtype = jnp.result_type(*gs.values())
+        dtype = _common_dtype(gs)
         return {name: out.get(name, jnp.zeros((), dtype)) for name in self.synapses}
 
     def _synapse_energy(self, gs: States) -> Float[Array, ""]:
-        energies = [e for e in self.synapse_energies(gs).values()]
+        energies = [e for e in self._synapse_energies(gs).values()]
         if not energies:
-            return jnp.zeros((), jnp.result_type(*gs.values()))
+            return jnp.zeros((), _common_dtype(gs))
         return ft.reduce(jnp.add, energies)
 
-    def energy_tree(
-        self, xs: StatesLike
-    ) -> dict[str, dict[str, Float[Array, "*batch"]]]:
+    def energy_tree(self, xs: StatesLike) -> dict[str, dict[str, Float[Array, ""]]]:
         r"""The energy of each layer and of each synapse.
 
         **Arguments:**
 
-        - `xs`: the states, one sample or a batch.
+        - `xs`: the states of one sample.
 
         **Returns:**
 
-        `{"neurons": {layer: E_layer}, "synapses": {synapse: E_synapse}}`; the leaves
-        sum to `energy(xs)`. Scalars for one sample, shape `(batch,)` for a batch.
+        `{"neurons": {layer: E_layer}, "synapses": {synapse: E_synapse}}`, scalars
+        whose sum is `energy(xs)`.
         """
-        xs, batch = prepare_states(self, xs, "HAM.energy_tree")
-        if batch is not None:
-            return jax.vmap(self.energy_tree)(xs)
-        neurons, gs = {}, {}
-        for name, layer in self.neurons.items():
-            value, gs[name] = jax.value_and_grad(layer.lagrangian)(xs[name])
-            neurons[name] = jnp.sum(xs[name] * gs[name]) - value
-        return {"neurons": neurons, "synapses": self.synapse_energies(gs)}
+        return self._energy_tree(prepare_states(self, xs, "HAM.energy_tree"))
 
-    def energy(self, xs: StatesLike) -> Float[Array, "*batch"]:
+    def _energy_tree(self, xs: States) -> dict[str, dict[str, Array]]:
+        neurons, gs = self._layer_energies_and_activations(xs)
+        return {"neurons": neurons, "synapses": self._synapse_energies(gs)}
+
+    def energy(self, xs: StatesLike) -> Float[Array, ""]:
         r"""The total energy $E$ of the states.
 
         **Arguments:**
 
-        - `xs`: the states, one sample or a batch.
+        - `xs`: the states of one sample.
 
         **Returns:**
 
-        The energy: a scalar for one sample, shape `(batch,)` for a batch.
+        The scalar energy.
         """
-        xs, batch = prepare_states(self, xs, "HAM.energy")
-        if batch is not None:
-            return jax.vmap(self.energy)(xs)
-        tree = self.energy_tree(xs)
+        tree = self._energy_tree(prepare_states(self, xs, "HAM.energy"))
         leaves = [*tree["neurons"].values(), *tree["synapses"].values()]
         return ft.reduce(jnp.add, leaves)
 
@@ -319,23 +348,18 @@ class HAM(eqx.Module):
 
         **Arguments:**
 
-        - `xs`: the states, one sample or a batch.
+        - `xs`: the states of one sample.
 
         **Returns:**
 
         A dict from layer name to $\partial E/\partial g_\ell$, shaped like `xs`.
         """
-        xs, batch = prepare_states(self, xs, "HAM.dEdg")
-        if batch is not None:
-            return jax.vmap(self.dEdg)(xs)
-        gs = {
-            name: layer.lagrangian.activation(xs[name])
-            for name, layer in self.neurons.items()
-        }
+        xs = prepare_states(self, xs, "HAM.dEdg")
+        gs = self._activations(xs)
         dsyn = jax.grad(self._synapse_energy)(gs)
         return {name: xs[name] + dsyn[name] for name in self.neurons}
 
-    def energy_and_dEdg(self, xs: StatesLike) -> tuple[Float[Array, "*batch"], States]:
+    def energy_and_dEdg(self, xs: StatesLike) -> tuple[Float[Array, ""], States]:
         r"""The total energy and its gradient `dEdg`, sharing one pass.
 
         One forward pass gives every Lagrangian, activation and synapse energy; one
@@ -344,73 +368,84 @@ class HAM(eqx.Module):
 
         **Arguments:**
 
-        - `xs`: the states, one sample or a batch.
+        - `xs`: the states of one sample.
 
         **Returns:**
 
         A pair `(energy, dEdg)`, as from `energy(xs)` and `dEdg(xs)`.
         """
-        xs, batch = prepare_states(self, xs, "HAM.energy_and_dEdg")
-        if batch is not None:
-            return jax.vmap(self.energy_and_dEdg)(xs)
-        layer_energy, gs = None, {}
-        for name, layer in self.neurons.items():
-            value, gs[name] = jax.value_and_grad(layer.lagrangian)(xs[name])
-            term = jnp.sum(xs[name] * gs[name]) - value
-            layer_energy = term if layer_energy is None else layer_energy + term
+        xs = prepare_states(self, xs, "HAM.energy_and_dEdg")
+        layer_energies, gs = self._layer_energies_and_activations(xs)
         syn_energy, dsyn = jax.value_and_grad(self._synapse_energy)(gs)
         dEdg = {name: xs[name] + dsyn[name] for name in self.neurons}
-        return layer_energy + syn_energy, dEdg
+        return ft.reduce(jnp.add, [*layer_energies.values(), syn_energy]), dEdg
 
 
-def prepare_states(ham: HAM, xs: object, where: str) -> tuple[States, int | None]:
-    """Checks that `xs` holds one state per layer, of one sample or of a batch.
+def _common_dtype(xs: States):
+    with jax.numpy_dtype_promotion("standard"):
+        return jnp.result_type(*xs.values())
 
-    Returns the states as floating JAX arrays, and the batch size (`None` for one
-    sample).
+
+def _in_layer(name: str, layer: NeuronLayer, method: Callable, x: Array):
+    """Calls a layer's method, naming the layer in the errors it raises."""
+    try:
+        return method(x)
+    except (TypeError, ValueError) as e:
+        if type(e) not in (TypeError, ValueError):
+            raise
+        raise type(e)(
+            f"In layer {name!r} ({type(layer.lagrangian).__name__}, shape "
+            f"{layer.shape}): {e}"
+        ) from e
+
+
+def _vmap_example(where: str) -> str:
+    if where == "descend":
+        return "`jax.vmap(lambda x: hl.descend(ham, x, steps=20, dt=0.1))(xs)`"
+    method = where.removeprefix("HAM.")
+    return f"`jax.vmap(ham.{method})(xs)`"
+
+
+def prepare_states(ham: HAM, xs: object, where: str, what: str = "xs") -> States:
+    """Checks that `xs` holds one state per layer, each of its layer's shape (one
+    sample), and returns them as floating JAX arrays.
+
+    A batched dict (states of shape `(batch, *shape)`) raises a `ValueError` pointing
+    at `jax.vmap`; any other shape, a `ValueError` naming the layer.
     """
     if not isinstance(xs, Mapping):
         raise TypeError(
-            f"`xs` must be a dict from layer name to state in `{where}`, got "
+            f"`{what}` must be a dict from layer name to state in `{where}`, got "
             f"{type(xs).__name__}; see `HAM.init_states`."
         )
     missing = [name for name in ham.neurons if name not in xs]
     extra = [name for name in xs if name not in ham.neurons]
     if missing or extra:
         raise ValueError(
-            f"`xs` must have one state per layer in `{where}`: "
+            f"`{what}` must have one state per layer in `{where}`: "
             + (f"missing {missing}" if missing else "")
             + ("; " if missing and extra else "")
             + (f"unknown {extra}" if extra else "")
             + f" (the layers are {list(ham.neurons)})."
         )
-    out, batch, batched_layer = {}, None, None
+    out = {}
     for name, layer in ham.neurons.items():
-        x = jnp.asarray(xs[name])
-        if not jnp.issubdtype(x.dtype, jnp.floating):
-            x = x.astype(default_float_dtype())
-        if x.shape == layer.shape:
-            size = None
-        elif x.ndim == len(layer.shape) + 1 and x.shape[1:] == layer.shape:
-            size = x.shape[0]
-        else:
+        x = as_state(xs[name], where, f"{what}[{name!r}]")
+        if x.shape != layer.shape:
+            if x.ndim == len(layer.shape) + 1 and x.shape[1:] == layer.shape:
+                raise ValueError(
+                    f"`{what}[{name!r}]` has shape {x.shape} in `{where}`: a batch of "
+                    f"{x.shape[0]} states of layer {name!r} (shape {layer.shape}). "
+                    f"`{where}` acts on one sample; batch it with `jax.vmap`, e.g. "
+                    f"{_vmap_example(where)}."
+                )
             raise ValueError(
                 f"The state of layer {name!r} has shape {x.shape} in `{where}`, but "
-                f"the layer has shape {layer.shape}: give a state of shape "
-                f"{layer.shape}, or (batch, *{layer.shape}) for a batch."
-            )
-        if name == next(iter(ham.neurons)):
-            batch, batched_layer = size, name
-        elif size != batch:
-            raise ValueError(
-                f"Inconsistent batching in `{where}`: layer {batched_layer!r} has "
-                f"{'no batch axis' if batch is None else f'a batch of {batch}'} but "
-                f"layer {name!r} has "
-                f"{'no batch axis' if size is None else f'a batch of {size}'}; batch "
-                "every layer's state alike."
+                f"the layer has shape {layer.shape}: give one sample's state, of shape "
+                f"{layer.shape}."
             )
         out[name] = x
-    return out, batch
+    return out
 
 
 __all__ = ["HAM", "Connection", "States", "StatesLike", "prepare_states"]

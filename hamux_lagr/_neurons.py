@@ -5,54 +5,47 @@ $g = \nabla\mathcal{L}(x)$ and energy $E(x) = \langle x, g\rangle - \mathcal{L}(
 Legendre transform of $\mathcal{L}$ (Krotov & Hopfield 2021; Hoover et al. 2022).
 """
 
-import math
+from collections.abc import Sequence
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._custom_types import Scalar, StateLike
 from ._lagrangians import Lagrangian
-from ._validation import default_float_dtype
+from ._validation import (
+    as_shape,
+    as_state,
+    check_key,
+    float_dtype,
+    static_float,
+    static_int,
+)
 
 
-def _as_shape(shape: object, name: str, where: str) -> tuple[int, ...]:
-    """A state shape as a tuple of non-negative Python ints."""
-    if isinstance(shape, (int,)) and not isinstance(shape, bool):
-        shape = (shape,)
+def _check_scalar_lagrangian(lagrangian: Lagrangian, x: Array, error: Exception):
+    """Called when a Lagrangian's gradient failed: raises a clear error if the cause is
+    a Lagrangian that does not return a floating scalar, else re-raises `error`."""
     try:
-        out = tuple(shape)  # pyright: ignore[reportArgumentType]
-    except TypeError:
-        out = None
-    if out is None or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in out
-    ):
-        raise TypeError(
-            f"`{name}` must be an int or a tuple of non-negative ints in `{where}`, got "
-            f"{shape!r}; e.g. `{where}(..., shape=(784,))`."
+        out = jax.eval_shape(lagrangian, x)
+    except Exception:
+        raise error from None
+    shape, dtype = getattr(out, "shape", None), getattr(out, "dtype", None)
+    if shape == () and dtype is not None and jnp.issubdtype(dtype, jnp.floating):
+        raise error
+    raise ValueError(
+        f"The Lagrangian {type(lagrangian).__name__} returned "
+        + (
+            f"an array of shape {shape} and dtype {dtype}"
+            if shape is not None
+            else f"a {type(out).__name__}"
         )
-    return out
-
-
-def _positive_float(value: object, name: str, where: str) -> float:
-    """A positive, finite Python float (for static hyper-parameters such as `tau`)."""
-    if isinstance(value, bool):
-        out = math.nan
-    else:
-        try:
-            out = float(value)  # pyright: ignore[reportArgumentType]
-        except (TypeError, ValueError) as e:
-            raise TypeError(
-                f"`{name}` must be a positive Python number in `{where}`, got "
-                f"{type(value).__name__} {value!r}."
-            ) from e
-    if not (math.isfinite(out) and out > 0):
-        raise ValueError(
-            f"`{name}` must be a finite positive number in `{where}`, got {value!r}; "
-            f"pass e.g. `{name}=1.0`."
-        )
-    return out
+        + f" for a state of shape {x.shape}; a Lagrangian's `__call__` must return "
+        "the floating scalar L(x) of one sample (sum over the neurons: "
+        "`jnp.sum(...)`)."
+    ) from error
 
 
 class NeuronLayer(eqx.Module):
@@ -70,13 +63,14 @@ class NeuronLayer(eqx.Module):
     Hoover et al. 2022).
 
     A layer acts on one sample (a state of shape `shape`); batches go through
-    `jax.vmap`, or through the batched conveniences of `hamux_lagr.HAM`.
+    `jax.vmap`, e.g. `jax.vmap(layer.energy)(xs)`. Only `init` makes a batch.
 
     **Arguments:**
 
     - `lagrangian`: a `hamux_lagr.Lagrangian`, e.g. `LSoftmax(beta=2.0)`. Its
       parameters are learnable.
-    - `shape`: the shape of one sample's state, an int or a tuple of ints.
+    - `shape`: the shape of one sample's state, an int or a tuple of ints (Python or
+      NumPy); a dimension may be 0 (an empty layer: energy 0).
     - `tau`: the layer's time constant, a positive Python number (static). Smaller is
       faster: a layer with a small `tau` relaxes quickly to its input.
 
@@ -87,6 +81,7 @@ class NeuronLayer(eqx.Module):
         x = layer.init(key=jax.random.key(0))   # normal samples; zeros without a key
         layer.activations(x)                    # softmax(2 x)
         layer.energy(x)                         # <x, g> - L(x)
+        jax.vmap(layer.energy)(layer.init(batch_size=8))  # a batch: shape (8,)
         ```
     """
 
@@ -97,8 +92,8 @@ class NeuronLayer(eqx.Module):
     def __init__(
         self,
         lagrangian: Lagrangian,
-        shape: int | tuple[int, ...],
-        tau: float | int = 1.0,
+        shape: int | np.integer | Sequence[int | np.integer],
+        tau: float | int | np.floating | np.integer = 1.0,
     ):
         if not isinstance(lagrangian, Lagrangian):
             raise TypeError(
@@ -107,8 +102,10 @@ class NeuronLayer(eqx.Module):
                 "function by subclassing `hamux_lagr.Lagrangian`."
             )
         self.lagrangian = lagrangian
-        self.shape = _as_shape(shape, "shape", "NeuronLayer")
-        self.tau = _positive_float(tau, "tau", "NeuronLayer")
+        self.shape = as_shape(shape, "shape", "NeuronLayer")
+        self.tau = static_float(
+            tau, "tau", "NeuronLayer", hint="Pass e.g. `tau=1.0` (a time constant)."
+        )
 
     def activations(self, x: StateLike) -> Float[Array, "..."]:
         r"""The activations $g = \partial\mathcal{L}/\partial x$.
@@ -121,7 +118,14 @@ class NeuronLayer(eqx.Module):
 
         The activations, of `x`'s shape and floating dtype.
         """
-        return self.lagrangian.activation(x)
+        x = as_state(x, "NeuronLayer.activations")
+        if x.size == 0:
+            return x
+        try:
+            return self.lagrangian.activation(x)
+        except TypeError as e:
+            _check_scalar_lagrangian(self.lagrangian, x, e)
+            raise
 
     def energy(self, x: StateLike) -> Scalar:
         r"""The layer's energy, the Legendre transform of its Lagrangian.
@@ -134,13 +138,43 @@ class NeuronLayer(eqx.Module):
 
         **Returns:**
 
-        The scalar energy.
+        The scalar energy; 0 for an empty layer (a state with a zero-size
+        dimension), whose Lagrangian is not evaluated.
         """
-        return self.lagrangian.energy(x)
+        return self.energy_and_activations(x)[0]
+
+    def energy_and_activations(
+        self, x: StateLike
+    ) -> tuple[Scalar, Float[Array, "..."]]:
+        r"""The layer's energy and its activations, from one pass.
+
+        $$E_\text{layer}(x) = \langle x, g\rangle - \mathcal{L}(x), \qquad
+        g = \nabla\mathcal{L}(x),$$
+
+        as `hamux_lagr.Lagrangian.energy_and_activation` computes them (the one place
+        the Legendre transform is written).
+
+        **Arguments:**
+
+        - `x`: one sample's state, of shape `self.shape`.
+
+        **Returns:**
+
+        A pair `(energy, activations)`: the scalar energy and the activations, of
+        `x`'s shape.
+        """
+        x = as_state(x, "NeuronLayer.energy")
+        if x.size == 0:  # an empty layer: no neurons, no energy
+            return jnp.zeros((), x.dtype), x
+        try:
+            return self.lagrangian.energy_and_activation(x)
+        except TypeError as e:
+            _check_scalar_lagrangian(self.lagrangian, x, e)
+            raise
 
     def init(
         self,
-        batch_size: int | None = None,
+        batch_size: int | np.integer | None = None,
         key: PRNGKeyArray | None = None,
         *,
         dtype=None,
@@ -160,19 +194,12 @@ class NeuronLayer(eqx.Module):
         """
         shape = self.shape
         if batch_size is not None:
-            if isinstance(batch_size, bool) or not isinstance(batch_size, int):
-                raise TypeError(
-                    "`batch_size` must be a Python int or None in `NeuronLayer.init`, "
-                    f"got {batch_size!r}."
-                )
-            if batch_size < 0:
-                raise ValueError(
-                    f"`batch_size` must be >= 0 in `NeuronLayer.init`, got {batch_size}."
-                )
+            batch_size = static_int(batch_size, "batch_size", "NeuronLayer.init")
             shape = (batch_size, *shape)
-        dtype = default_float_dtype() if dtype is None else dtype
+        dtype = float_dtype(dtype)
         if key is None:
             return jnp.zeros(shape, dtype)
+        check_key(key, "NeuronLayer.init")
         return jax.random.normal(key, shape, dtype)
 
 

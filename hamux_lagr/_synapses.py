@@ -13,6 +13,7 @@ convolutional and pooling synapses and the attention synapse live in `_dense_mem
 
 import abc
 import math
+from collections.abc import Sequence
 
 import equinox as eqx
 import jax
@@ -22,7 +23,15 @@ from jax.typing import ArrayLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._custom_types import Scalar
-from ._validation import default_float_dtype
+from ._validation import (
+    as_shape,
+    as_state,
+    check_key,
+    check_nonempty,
+    float_dtype,
+    learnable,
+    static_float,
+)
 
 
 # ----------------------------------------------------------------------------------
@@ -32,83 +41,47 @@ from ._validation import default_float_dtype
 
 #: Activations as synapses accept them: JAX or NumPy arrays.
 AnyArray = Array | np.ndarray
+#: A size (a number of neurons, channels, heads): a Python or NumPy int.
+SizeLike = int | np.integer
+#: A layer's shape: a size (a vector layer) or a sequence of sizes.
+ShapeLike = SizeLike | Sequence[SizeLike]
+#: A 2-D window size or stride: a size (both axes) or a pair of sizes.
+PairLike = SizeLike | tuple[SizeLike, SizeLike]
+#: A static real hyper-parameter: a Python or NumPy number.
+RealLike = float | int | np.floating | np.integer
 
 
-def as_weight(value: object, name: str, where: str, ndim: int | None = None) -> Array:
-    """A learnable parameter as an inexact JAX array of the expected rank.
+def as_activations(where: str, **gs: object) -> tuple[Array, ...]:
+    """The activations given to a synapse, as floating JAX arrays of one dtype.
 
-    Inexact arrays keep their dtype; Python numbers and integer arrays become the
-    default float dtype.
+    Each goes through `as_state` (integers and booleans promoted to the default float;
+    complex, strings and `None` refused with a `TypeError`). Activations of different
+    floating dtypes are a `TypeError`: a synapse computes in its activations' dtype and
+    casts its parameters to it, and never mixes, say, float32 and float64 implicitly.
     """
-    if value is None or isinstance(value, (str, bytes, bool)):
+    arrays = tuple(as_state(g, where, name) for name, g in gs.items())
+    dtypes = {a.dtype for a in arrays}
+    if len(dtypes) > 1:
+        shown = ", ".join(f"`{n}` {a.dtype}" for n, a in zip(gs, arrays))
         raise TypeError(
-            f"`{name}` must be an array in `{where}`, got {type(value).__name__} "
-            f"{value!r}."
+            f"The activations given to `{where}` must share one floating dtype, got "
+            f"{shown}; give the connected layers states of one dtype (e.g. "
+            "`x.astype(jnp.float32)`)."
         )
-    try:
-        arr = jnp.asarray(value)
-    except (TypeError, ValueError) as e:
-        raise TypeError(
-            f"`{name}` must be an array in `{where}`, got {type(value).__name__}."
-        ) from e
-    if getattr(arr, "weak_type", False) or not jnp.issubdtype(arr.dtype, jnp.inexact):
-        arr = jnp.asarray(arr, dtype=default_float_dtype())
-    if ndim is not None and arr.ndim != ndim:
+    return arrays
+
+
+def optional_bias(bias: object, size: int, where: str, *, per: str) -> Array | None:
+    """`None`, or a learnable bias vector of `size` entries, one `per` something."""
+    if bias is None:
+        return None
+    arr = learnable(bias, "bias", where, ndim=1)
+    if arr.shape != (size,):
         raise ValueError(
-            f"`{name}` must have {ndim} dimension(s) in `{where}`, got shape "
+            f"`bias` must have shape ({size},), one entry per {per}, in `{where}`; got "
             f"{arr.shape}."
         )
     return arr
-
-
-def as_size(shape: object, name: str, where: str) -> int:
-    """The number of neurons of a layer given as an int or a shape tuple."""
-    if isinstance(shape, int) and not isinstance(shape, bool):
-        shape = (shape,)
-    try:
-        dims = tuple(shape)  # pyright: ignore[reportArgumentType]
-    except TypeError:
-        dims = None
-    if dims is None or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims
-    ):
-        raise TypeError(
-            f"`{name}` must be a positive int or a tuple of positive ints in "
-            f"`{where}`, got {shape!r}."
-        )
-    return math.prod(dims)
-
-
-def as_pair(value: object, name: str, where: str) -> tuple[int, int]:
-    """An int or a pair of positive ints, as a pair (for 2-D window sizes, strides)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = (value, value)
-    try:
-        pair = tuple(value)  # pyright: ignore[reportArgumentType]
-    except TypeError:
-        pair = ()
-    if len(pair) != 2 or not all(
-        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair
-    ):
-        raise ValueError(
-            f"`{name}` must be a positive int or a pair of positive ints in "
-            f"`{where}`, got {value!r}."
-        )
-    return pair  # pyright: ignore[reportReturnType]
-
-
-def check_key(key: object, where: str) -> None:
-    """Raises a `TypeError` unless `key` looks like a JAX PRNG key."""
-    if not isinstance(key, jax.Array):
-        raise TypeError(
-            f"`key` must be a JAX PRNG key in `{where}`, got {type(key).__name__}; "
-            "pass `key=jax.random.key(0)`."
-        )
-
-
-def float_dtype(dtype) -> jnp.dtype:
-    """The requested dtype, or JAX's default float dtype."""
-    return jnp.dtype(default_float_dtype() if dtype is None else dtype)
 
 
 # ----------------------------------------------------------------------------------
@@ -127,6 +100,14 @@ class Synapse(eqx.Module):
 
     Any callable Equinox module returning a scalar works as a synapse in a
     `hamux_lagr.HAM`; subclassing `Synapse` documents the intent.
+
+    The built-in synapses compute in their activations' floating dtype and cast their
+    parameters to it (as the Lagrangians do): float32 weights given float64
+    activations give a float64 energy, and the gradients keep each argument's dtype.
+    The activations of one call must share a dtype (a `TypeError` otherwise); complex
+    activations or weights are a `TypeError`. Learnable arrays must be non-empty and
+    finite: a NaN or inf entry is a `ValueError` at construction, or, for a synapse
+    built from traced arrays under `jax.jit`, an `eqx.error_if` error when it runs.
 
     !!! example
 
@@ -173,16 +154,11 @@ class LinearSynapse(Synapse):
     bias: Float[Array, " d2"] | None
 
     def __init__(self, W: ArrayLike, bias: ArrayLike | None = None):
-        self.W = as_weight(W, "W", "LinearSynapse", ndim=2)
-        if bias is None:
-            self.bias = None
-        else:
-            self.bias = as_weight(bias, "bias", "LinearSynapse", ndim=1)
-            if self.bias.shape[0] != self.W.shape[1]:
-                raise ValueError(
-                    f"`bias` must have shape ({self.W.shape[1]},) to match `W` of shape "
-                    f"{self.W.shape} in `LinearSynapse`, got {self.bias.shape}."
-                )
+        self.W = learnable(W, "W", "LinearSynapse", ndim=2)
+        check_nonempty(self.W, "W", "LinearSynapse")
+        self.bias = optional_bias(
+            bias, self.W.shape[1], "LinearSynapse", per="column of `W`"
+        )
 
     def __call__(
         self, g1: Float[AnyArray, "..."], g2: Float[AnyArray, "..."]
@@ -198,7 +174,7 @@ class LinearSynapse(Synapse):
 
         The scalar energy.
         """
-        g1, g2 = jnp.asarray(g1), jnp.asarray(g2)
+        g1, g2 = as_activations("LinearSynapse", g1=g1, g2=g2)
         d1, d2 = self.W.shape
         if g1.size != d1 or g2.size != d2:
             raise ValueError(
@@ -208,20 +184,20 @@ class LinearSynapse(Synapse):
                 f"{g2.shape}, key=...)` or swap the layers in the connection."
             )
         v2 = g2.reshape(-1)
-        energy = -jnp.dot(jnp.dot(g1.reshape(-1), self.W), v2)
+        energy = -jnp.dot(jnp.dot(g1.reshape(-1), self.W.astype(g1.dtype)), v2)
         if self.bias is not None:
-            energy = energy - jnp.dot(self.bias, v2)
+            energy = energy - jnp.dot(self.bias.astype(g2.dtype), v2)
         return energy
 
     @classmethod
     def random(
         cls,
-        in_shape: int | tuple[int, ...],
-        out_shape: int | tuple[int, ...],
+        in_shape: ShapeLike,
+        out_shape: ShapeLike,
         *,
         key: PRNGKeyArray,
         use_bias: bool = False,
-        std: float | int | None = None,
+        std: RealLike | None = None,
         dtype=None,
     ) -> "LinearSynapse":
         r"""A `LinearSynapse` with normal random weights.
@@ -243,11 +219,15 @@ class LinearSynapse(Synapse):
 
         A `LinearSynapse` with `W` of shape `(D1, D2)`.
         """
-        check_key(key, "LinearSynapse.random")
-        d1 = as_size(in_shape, "in_shape", "LinearSynapse.random")
-        d2 = as_size(out_shape, "out_shape", "LinearSynapse.random")
+        where = "LinearSynapse.random"
+        check_key(key, where)
+        d1 = math.prod(as_shape(in_shape, "in_shape", where, allow_zero=False))
+        d2 = math.prod(as_shape(out_shape, "out_shape", where, allow_zero=False))
         dtype = float_dtype(dtype)
-        std = 1 / math.sqrt(d1) if std is None else float(std)
+        if std is None:
+            std = 1 / math.sqrt(d1)
+        else:
+            std = static_float(std, "std", where, inclusive=True)
         W = std * jax.random.normal(key, (d1, d2), dtype)
         return cls(W, jnp.zeros((d2,), dtype) if use_bias else None)
 
@@ -266,7 +246,8 @@ class BiasSynapse(Synapse):
     bias: Float[Array, "..."]
 
     def __init__(self, bias: ArrayLike):
-        self.bias = as_weight(bias, "bias", "BiasSynapse")
+        self.bias = learnable(bias, "bias", "BiasSynapse")
+        check_nonempty(self.bias, "bias", "BiasSynapse")
 
     def __call__(self, g: Float[AnyArray, "..."]) -> Scalar:
         r"""The energy $-\langle b, g\rangle$.
@@ -279,7 +260,7 @@ class BiasSynapse(Synapse):
 
         The scalar energy.
         """
-        g = jnp.asarray(g)
+        (g,) = as_activations("BiasSynapse", g=g)
         try:
             fits = jnp.broadcast_shapes(self.bias.shape, g.shape) == g.shape
         except ValueError:
@@ -290,15 +271,15 @@ class BiasSynapse(Synapse):
                 f"broadcast to the layer's activations of shape {g.shape}; give a "
                 "bias of the layer's shape."
             )
-        return -jnp.sum(self.bias * g)
+        return -jnp.sum(self.bias.astype(g.dtype) * g)
 
     @classmethod
     def random(
         cls,
-        shape: int | tuple[int, ...],
+        shape: ShapeLike,
         *,
         key: PRNGKeyArray,
-        std: float | int = 0.1,
+        std: RealLike = 0.1,
         dtype=None,
     ) -> "BiasSynapse":
         r"""A `BiasSynapse` with normal random entries, $b_i \sim \mathcal{N}(0,
@@ -315,10 +296,22 @@ class BiasSynapse(Synapse):
 
         A `BiasSynapse` whose bias has shape `shape`.
         """
-        check_key(key, "BiasSynapse.random")
-        as_size(shape, "shape", "BiasSynapse.random")
-        shape = (shape,) if isinstance(shape, int) else tuple(shape)
-        return cls(float(std) * jax.random.normal(key, shape, float_dtype(dtype)))
+        where = "BiasSynapse.random"
+        check_key(key, where)
+        shape = as_shape(shape, "shape", where, allow_zero=False)
+        std = static_float(std, "std", where, inclusive=True)
+        return cls(std * jax.random.normal(key, shape, float_dtype(dtype)))
 
 
-__all__ = ["AnyArray", "BiasSynapse", "LinearSynapse", "Synapse"]
+__all__ = [
+    "AnyArray",
+    "PairLike",
+    "RealLike",
+    "ShapeLike",
+    "SizeLike",
+    "as_activations",
+    "optional_bias",
+    "BiasSynapse",
+    "LinearSynapse",
+    "Synapse",
+]

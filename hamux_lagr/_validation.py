@@ -19,6 +19,7 @@ to, shows what was received, and says how to fix it.
 
 import math
 from collections.abc import Callable
+from typing import Any, cast, TypeVar
 
 import equinox as eqx
 import jax
@@ -49,12 +50,15 @@ def _shown(arr: np.ndarray) -> object:
     return arr.item() if arr.size == 1 else arr
 
 
+_Checked = TypeVar("_Checked", Array, np.ndarray)
+
+
 def ensure(
-    value: Array,
-    is_bad: Callable[[object], object],
+    value: _Checked,
+    is_bad: Callable[[Any], Any],
     requirement: str,
     hint: str = "",
-) -> Array:
+) -> _Checked:
     """Returns `value`, checked: `is_bad(value)` must be False everywhere.
 
     A concrete `value` that fails raises `ValueError(f"{requirement}, got {value}.
@@ -71,10 +75,41 @@ def ensure(
         if arr.size and np.any(np.asarray(is_bad(arr))):
             raise ValueError(f"{requirement}, got {_shown(arr)}.{hint}")
         return value
-    return eqx.error_if(
+    checked = eqx.error_if(
         value,
         jnp.any(is_bad(value)),
         f"{requirement} (checked at run time, under a JAX transformation).{hint}",
+    )
+    return cast(_Checked, checked)
+
+
+def ensure_finite(where: str, hint: str = "", **values: Array) -> tuple[Array, ...]:
+    """Returns the arrays `values` (given by name), checked finite with ONE check.
+
+    For the parameters of a module evaluated in every step of the dynamics: concrete
+    values are checked one by one (a `ValueError` naming the bad one, at once); traced
+    ones share a single `eqx.error_if`, so a module costs at most one run-time check
+    per evaluation. Keep using the returned arrays, so that the check stays in the
+    computation.
+    """
+    names, arrays = tuple(values), tuple(values.values())
+    if all(concrete_value(a) is not None for a in arrays):
+        for name, a in values.items():
+            ensure(
+                a,
+                is_not_finite,
+                f"`{name}` must be finite (no NaN or inf) in `{where}`",
+                hint,
+            )
+        return arrays
+    bad = jnp.any(jnp.stack([jnp.any(is_not_finite(a)) for a in arrays]))
+    listed = " and ".join(f"`{n}`" for n in names)
+    hint = f" {hint}" if hint else ""
+    return eqx.error_if(
+        arrays,
+        bad,
+        f"{listed} must be finite (no NaN or inf) in `{where}` (checked at run time, "
+        f"under a JAX transformation).{hint}",
     )
 
 
@@ -144,11 +179,27 @@ def as_param(value: object, name: str, where: str, dtype) -> Array:
     return arr.astype(dtype)
 
 
-def positive_param(value: object, name: str, where: str, dtype, hint: str = "") -> Array:
-    """A parameter that must be finite and positive everywhere (e.g. `beta`)."""
+def _checked_param(value, name, where, dtype, is_bad, requirement, hint=""):
     arr = as_param(value, name, where, dtype)
-    return ensure(
-        arr,
+    # A Python or NumPy number (or a concrete array) is checked as given, *before*
+    # `jnp.asarray` makes it a tracer under `jax.jit`: a ValueError at once, and no
+    # run-time check in the compiled computation.
+    raw = concrete_value(value)
+    if raw is not None:
+        ensure(raw.astype(np.dtype(arr.dtype)), is_bad, requirement, hint)
+        return arr
+    return ensure(arr, is_bad, requirement, hint)
+
+
+def positive_param(
+    value: object, name: str, where: str, dtype, hint: str = ""
+) -> Array:
+    """A parameter that must be finite and positive everywhere (e.g. `beta`)."""
+    return _checked_param(
+        value,
+        name,
+        where,
+        dtype,
         is_not_positive_finite,
         f"`{name}` must be positive and finite in `{where}`",
         hint,
@@ -157,8 +208,14 @@ def positive_param(value: object, name: str, where: str, dtype, hint: str = "") 
 
 def finite_param(value: object, name: str, where: str, dtype) -> Array:
     """A parameter that must be finite everywhere (e.g. `scale`, `gamma`, `delta`)."""
-    arr = as_param(value, name, where, dtype)
-    return ensure(arr, is_not_finite, f"`{name}` must be finite in `{where}`")
+    return _checked_param(
+        value,
+        name,
+        where,
+        dtype,
+        is_not_finite,
+        f"`{name}` must be finite in `{where}`",
+    )
 
 
 def learnable(
@@ -189,7 +246,19 @@ def learnable(
     )
 
 
-def check_broadcasts(param: Array, shape: tuple[int, ...], name: str, where: str) -> None:
+def check_nonempty(arr: Array, name: str, where: str, hint: str = "") -> None:
+    """Raises a `ValueError` when `arr` has no entries (a zero-size dimension), e.g.
+    a memory with no patterns or a layer of no neurons."""
+    if arr.size == 0:
+        hint = f" {hint}" if hint else ""
+        raise ValueError(
+            f"`{name}` must not be empty in `{where}`, got shape {arr.shape}.{hint}"
+        )
+
+
+def check_broadcasts(
+    param: Array, shape: tuple[int, ...], name: str, where: str
+) -> None:
     """Raises a `ValueError` unless `param` broadcasts to `shape` without enlarging it."""
     try:
         ok = jnp.broadcast_shapes(param.shape, tuple(shape)) == tuple(shape)
@@ -249,10 +318,10 @@ def static_float(
     Python and NumPy numbers and concrete 0-d arrays are accepted; strings, bools and
     traced values are not.
     """
-    bound = f">= {lower:g}" if inclusive else ("positive" if lower == 0 else f"> {lower:g}")
+    bound = f">= {lower:g}" if inclusive else f"> {lower:g}"
     if isinstance(value, (bool, np.bool_, str, bytes)) or value is None:
         raise TypeError(
-            f"`{name}` must be a {bound} Python number in `{where}`, got "
+            f"`{name}` must be a Python number {bound} in `{where}`, got "
             f"{type(value).__name__} {value!r}."
         )
     arr = concrete_value(value) if isinstance(value, jax.Array) else None
@@ -266,20 +335,22 @@ def static_float(
         out = float(value)
     elif arr is not None and arr.ndim == 0 and np.issubdtype(arr.dtype, np.number):
         out = float(arr)
-    elif isinstance(value, np.ndarray) and value.ndim == 0 and np.issubdtype(
-        value.dtype, np.number
+    elif (
+        isinstance(value, np.ndarray)
+        and value.ndim == 0
+        and np.issubdtype(value.dtype, np.number)
     ):
         out = float(value)
     else:
         raise TypeError(
-            f"`{name}` must be a {bound} Python number in `{where}`, got "
+            f"`{name}` must be a Python number {bound} in `{where}`, got "
             f"{type(value).__name__} {value!r}."
         )
     ok = math.isfinite(out) and (out >= lower if inclusive else out > lower)
     if not ok:
         hint = f" {hint}" if hint else ""
         raise ValueError(
-            f"`{name}` must be a finite number {bound.replace('positive', '> 0')} in "
+            f"`{name}` must be a finite number {bound} in "
             f"`{where}`, got {value!r}.{hint}"
         )
     return out
@@ -328,8 +399,10 @@ def as_shape(
     except TypeError:
         dims = None
     least = 0 if allow_zero else 1
-    if dims is None or isinstance(value, (str, bytes)) or not all(
-        _is_int(d) and d >= least for d in dims
+    if (
+        dims is None
+        or isinstance(value, (str, bytes))
+        or not all(_is_int(d) and d >= least for d in dims)
     ):
         kind = "non-negative" if allow_zero else "positive"
         raise TypeError(
@@ -409,9 +482,11 @@ __all__ = [
     "as_state",
     "check_broadcasts",
     "check_key",
+    "check_nonempty",
     "concrete_value",
     "default_float_dtype",
     "ensure",
+    "ensure_finite",
     "finite_param",
     "float_dtype",
     "is_not_finite",

@@ -53,11 +53,14 @@ rescaled to the median norm of the centred digits to be shown as an image.
 
 import argparse
 import dataclasses
+import math
+import os
 import pathlib
 import sys
 import time
 from collections.abc import Sequence
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -73,6 +76,18 @@ SIDE = 8  # the digits are SIDE x SIDE images
 NOISE_FRACTION = 0.3
 CORRUPTIONS = ("half-masked", "30% noise")
 DEFAULT_OUTPUT = pathlib.Path("hamux_lagr_demo.png")
+# The figure formats matplotlib's Agg backend writes; a name without one gets `.png`.
+FIGURE_FORMATS = (
+    ".png",
+    ".pdf",
+    ".svg",
+    ".jpg",
+    ".jpeg",
+    ".eps",
+    ".ps",
+    ".tif",
+    ".tiff",
+)
 
 
 # ----------------------------------------------------------------------------------
@@ -160,18 +175,27 @@ def recall_softmax(
     """Reads with confidence = known pixels (one step, dt = 1), then settles (c = 1)."""
     conf = known.astype(np.float32)
     held = np.stack([known & hold, np.ones_like(known)], axis=1)
-    clamp = {"image": jnp.asarray(held)}
-    read = {"image": jnp.asarray(np.stack([queries, conf], axis=1))}
-    read, _ = descend(ham, read, steps=1, dt=1.0, clamp=clamp, trace=False)
-    trusted = {"image": read["image"].at[:, 1].set(1.0)}
-    final, energies = descend(ham, trusted, steps=steps, dt=dt, clamp=clamp)
-    assert energies is not None
-    # The energy of the query itself (all pixels trusted), then along the descent.
-    start = ham.energy(
-        {"image": jnp.stack([jnp.asarray(queries), jnp.ones_like(conf)], 1)}
+    read = np.stack([queries, conf], axis=1)
+    final, energies = _recall_softmax(
+        ham, jnp.asarray(read), jnp.asarray(held), steps=steps, dt=dt
     )
-    energies = jnp.concatenate([start[:, None], energies], axis=1)
-    return np.asarray(final["image"][:, 0]), np.asarray(energies)
+    return np.asarray(final), np.asarray(energies)
+
+
+@eqx.filter_jit
+def _recall_softmax(ham: HAM, read, held, *, steps: int, dt: float):
+    # One query per call, batched with `jax.vmap`; the clamp mask is per query too.
+    def one(query, mask):
+        clamp = {"image": mask}
+        x, _ = descend(ham, {"image": query}, steps=1, dt=1.0, clamp=clamp, trace=False)
+        trusted = {"image": x["image"].at[1].set(1.0)}
+        final, energies = descend(ham, trusted, steps=steps, dt=dt, clamp=clamp)
+        assert energies is not None
+        # The energy of the query itself (all pixels trusted), then along the descent.
+        start = ham.energy({"image": query.at[1].set(1.0)})
+        return final["image"][0], jnp.concatenate([start[None], energies])
+
+    return jax.vmap(one)(read, held)
 
 
 def polynomial_memory(images: np.ndarray, n: float) -> HAM:
@@ -193,14 +217,25 @@ def recall_polynomial(
     mean = images.mean(0)
     scale = np.median(np.linalg.norm(images - mean, axis=1))
     x0 = np.where(known, queries - mean, 0.0).astype(np.float32)
-    clamp = {"image": jnp.asarray(known & hold)} if hold else None
-    final, energies = descend(
-        ham, {"image": jnp.asarray(x0)}, steps=steps, dt=dt, clamp=clamp
-    )
-    assert energies is not None
-    x = np.asarray(final["image"])
+    mask = jnp.asarray(known & hold) if hold else None
+    final, energies = _recall_polynomial(ham, jnp.asarray(x0), mask, steps=steps, dt=dt)
+    x = np.asarray(final)
     direction = x / np.linalg.norm(x, axis=1, keepdims=True)
     return mean + scale * direction, np.asarray(energies)
+
+
+@eqx.filter_jit
+def _recall_polynomial(ham: HAM, x0, mask, *, steps: int, dt: float):
+    # One query per call, batched with `jax.vmap` (with its clamp mask, if any).
+    def one(x, mask):
+        clamp = None if mask is None else {"image": mask}
+        final, energies = descend(ham, {"image": x}, steps=steps, dt=dt, clamp=clamp)
+        assert energies is not None
+        return final["image"], energies
+
+    if mask is None:
+        return jax.vmap(lambda x: one(x, None))(x0)
+    return jax.vmap(one)(x0, mask)
 
 
 # ----------------------------------------------------------------------------------
@@ -320,8 +355,21 @@ def best_softmax(rows: list[dict], recalls: list[Recall], kind: str) -> Recall:
 
 
 def make_figure(rows: list[dict], extra: dict, output: pathlib.Path) -> pathlib.Path:
+    """Draws the figure (see `draw_figure`) and writes it to `output`; returns the path
+    written."""
+    import matplotlib.pyplot as plt
+
+    fig = draw_figure(rows, extra)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return output
+
+
+def draw_figure(rows: list[dict], extra: dict):
     """Query -> recall -> truth for one digit of each class and each corruption (by the
-    best softmax memory), and the energy curves of every memory."""
+    best softmax memory), and the energy curves of every memory; returns the
+    matplotlib figure."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -368,8 +416,16 @@ def make_figure(rows: list[dict], extra: dict, output: pathlib.Path) -> pathlib.
                 continue
             gap = np.mean(rec.energies - rec.energies[:, -1:], axis=0)[:-1]
             ax.semilogy(np.maximum(gap, 1e-12), marker=".", label=rec.memory)
-        ax.set_title(f"{kind}: mean $E(t) - E(T)$ over the queries", fontsize=9)
-        ax.set_xlabel("step (0 = the query)", fontsize=8)
+        softmax = any(
+            r.corruption == kind and r.memory.startswith("LSoftmax") for r in recalls
+        )
+        xlabel = "step (0 = the query"
+        if softmax:  # the softmax memories' first step reads with the known pixels
+            ax.axvline(1, color="0.6", lw=0.8, ls=":", zorder=0)
+            xlabel += "; LSoftmax: 1 = the read step, dt = 1"
+        ax.set_title(f"{kind}: energy along the descent", fontsize=9)
+        ax.set_xlabel(xlabel + ")", fontsize=8)
+        ax.set_ylabel("mean $E(t) - E(T)$", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=7)
     fig.suptitle(
@@ -377,10 +433,7 @@ def make_figure(rows: list[dict], extra: dict, output: pathlib.Path) -> pathlib.
         f"{len(targets)} corrupted and recalled by energy descent",
         fontsize=11,
     )
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return output
+    return fig
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -388,7 +441,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="python -m hamux_lagr.demo",
         description=(
             "Store scikit-learn's 1797 digits in a dense associative memory, corrupt "
-            "them (lower half masked; 30%% of pixels replaced by noise), recall them by "
+            "them (lower half masked; 30% of pixels replaced by noise), recall them by "
             "energy descent, and print exact/class recall against a nearest-neighbour "
             "lookup. Needs `pip install hamux_lagr[examples]`."
         ),
@@ -428,9 +481,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument(
         "--output",
-        type=pathlib.Path,
-        default=DEFAULT_OUTPUT,
-        help=f"where to write the PNG figure (default: ./{DEFAULT_OUTPUT})",
+        default=str(DEFAULT_OUTPUT),
+        help=(
+            "where to write the figure: a file (.png unless another extension is "
+            f"given) or a directory (default: ./{DEFAULT_OUTPUT})"
+        ),
     )
     parser.add_argument(
         "--quick",
@@ -438,22 +493,61 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="a fast smoke run: 200 queries, 5 steps (for tests)",
     )
     args = parser.parse_args(argv)
-    if any(b <= 0 for b in args.beta):
-        parser.error(f"`--beta` must be positive, got {args.beta}")
-    if any(n < 1 for n in args.n):
+    if not all(math.isfinite(b) and b > 0 for b in args.beta):
+        parser.error(f"`--beta` must be positive and finite, got {args.beta}")
+    if not all(math.isfinite(n) and n >= 1 for n in args.n):
         parser.error(
-            f"`--n` must be >= 1 (a RePU of degree < 1 is not convex), got {args.n}"
+            "`--n` must be finite and >= 1 (a RePU of degree < 1 is not convex), "
+            f"got {args.n}"
         )
     if args.steps < 0:
         parser.error(f"`--steps` must be >= 0, got {args.steps}")
-    if args.dt <= 0:
-        parser.error(f"`--dt` must be positive, got {args.dt}")
+    if not (math.isfinite(args.dt) and args.dt > 0):
+        parser.error(f"`--dt` must be positive and finite, got {args.dt}")
     if args.queries is not None and args.queries < 1:
         parser.error(f"`--queries` must be >= 1, got {args.queries}")
+    args.output = figure_path(args.output, parser)
     if args.quick:
         args.queries = args.queries or 200
         args.steps = min(args.steps, 5)
     return args
+
+
+def figure_path(name: str, parser: argparse.ArgumentParser) -> pathlib.Path:
+    """The file the figure goes to: `name` itself, `name/hamux_lagr_demo.png` for a
+    directory, or `name.png` for a name without an extension. Checks, before any
+    work, that it can be written (creating missing parent directories)."""
+    output = pathlib.Path(name)
+    if output.is_dir() or name.endswith(("/", os.sep)):
+        output = output / DEFAULT_OUTPUT.name
+    elif not output.suffix:
+        output = output.with_name(output.name + ".png")
+    if output.suffix.lower() not in FIGURE_FORMATS:
+        parser.error(
+            f"`--output` must be a directory or a file ending in one of "
+            f"{', '.join(FIGURE_FORMATS)}, got {str(output)!r}"
+        )
+    parent = output.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        parser.error(
+            f"`--output` {str(output)!r} cannot be written: {str(parent)!r} is not a "
+            "directory; choose another file or directory"
+        )
+    existed = output.exists()
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with open(output, "ab"):
+            pass
+    except OSError as e:
+        parser.error(
+            f"`--output` {str(output)!r} cannot be written ({e.strerror or e}); "
+            "choose another file or directory"
+        )
+    if not existed:
+        output.unlink()
+    return output
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:

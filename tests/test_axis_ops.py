@@ -5,10 +5,12 @@ the softmax family must neither transpose it nor change any value or derivative 
 way (the broadcasts and contractions over the vector are matrix products with ones).
 """
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import tree_allclose
 
 import hamux_lagr as hl
 from hamux_lagr._axis_ops import axis_dot, axis_expand
@@ -70,35 +72,47 @@ def test_batched_dense_memory_does_not_transpose(getkey, name):
     xs = ham.init_states(batch_size=32, key=getkey())
     size = 64 * 32
     for fn in (ham.dEdg, ham.energy_and_dEdg, ham.energy):
-        jaxpr = jax.make_jaxpr(fn)(xs).jaxpr
+        jaxpr = jax.make_jaxpr(jax.vmap(fn))(xs).jaxpr
         assert _big_transposes(jaxpr, size) == [], fn.__name__
 
     def run(xs):
-        return hl.descend(ham, xs, steps=3, dt=0.1)
+        return jax.vmap(lambda x: hl.descend(ham, x, steps=3, dt=0.1))(xs)
 
     assert _big_transposes(jax.make_jaxpr(run)(xs).jaxpr, size) == []
 
 
 @pytest.mark.parametrize("name", sorted(LAGRANGIANS))
-def test_batched_equals_per_sample(getkey, allclose, name):
+def test_batched_equals_per_sample(getkey, name):
     """Values and first and second derivatives, for the states and for the memory's
     parameters, are the same in the vmapped layout as one sample at a time."""
     ham = _memory(getkey, LAGRANGIANS[name]())
     xs = ham.init_states(batch_size=4, key=getkey())
     one = [{"v": x} for x in xs["v"]]
 
-    def loss(ham, xs):
-        energy, dEdg = ham.energy_and_dEdg(xs)
-        return jnp.sum(energy) + jnp.sum(dEdg["v"] ** 2)
+    def loss(ham, x):
+        energy, dEdg = ham.energy_and_dEdg(x)
+        return energy + jnp.sum(dEdg["v"] ** 2)
 
-    batched = jax.grad(loss)(ham, xs)
-    looped = [jax.grad(loss)(ham, x) for x in one]
-    summed = jax.tree.map(lambda *gs: sum(gs), *looped)
-    assert allclose(batched, summed, rtol=1e-10, atol=1e-12)
-    assert allclose(ham.dEdg(xs)["v"], jnp.stack([ham.dEdg(x)["v"] for x in one]))
-    hess = jax.vmap(jax.hessian(lambda x: ham.energy({"v": x})))(xs["v"])
-    for h, x in zip(hess, one):
-        assert allclose(h, jax.hessian(lambda x: ham.energy({"v": x}))(x["v"]))
+    def hessian(ham, x):
+        return jax.hessian(lambda x: ham.energy({"v": x}))(x)
+
+    @eqx.filter_jit
+    def batched(ham, xs):
+        grad = jax.grad(lambda ham: jnp.sum(jax.vmap(lambda x: loss(ham, x))(xs)))(ham)
+        dEdg = jax.vmap(ham.dEdg)(xs)["v"]
+        return grad, dEdg, jax.vmap(lambda x: hessian(ham, x))(xs["v"])
+
+    @eqx.filter_jit  # one compilation, shared by the samples
+    def per_sample(ham, x):
+        return jax.grad(loss)(ham, x), ham.dEdg(x)["v"], hessian(ham, x["v"])
+
+    grad, dEdg, hess = batched(ham, xs)
+    looped = [per_sample(ham, x) for x in one]
+    summed = jax.tree.map(lambda *gs: sum(gs), *[r[0] for r in looped])
+    assert tree_allclose(grad, summed, rtol=1e-10, atol=1e-12)
+    assert tree_allclose(dEdg, jnp.stack([r[1] for r in looped]))
+    for h, r in zip(hess, looped):
+        assert tree_allclose(h, r[2])
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])

@@ -61,12 +61,15 @@ def test_help(tmp_path):
         "--quick",
     ):
         assert option in result.stdout
+    assert "30% of pixels" in result.stdout  # argparse shows the text as written
+    assert "%%" not in result.stdout
 
 
 @needs_examples
 def test_quick_run_prints_the_table_and_writes_the_figure(tmp_path):
+    # A name without an extension, in a directory that does not exist yet.
+    result = run_demo("--quick", "--output", "figure/demo", tmp_path=tmp_path)
     output = tmp_path / "figure" / "demo.png"
-    result = run_demo("--quick", "--output", str(output), tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
     rows = parse_table(result.stdout)
     memories = ["LSoftmax(beta=10)", "LSoftmax(beta=100)", "LRepu(n=20)"]
@@ -81,7 +84,8 @@ def test_quick_run_prints_the_table_and_writes_the_figure(tmp_path):
     assert best_noisy["class"] >= 0.9
     assert best_noisy["exact"] >= best_noisy["nn_exact"] - 0.03
     assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert str(output.resolve()) in result.stdout
+    assert f"Wrote the figure to {output.resolve()} " in result.stdout
+    assert sorted(p.name for p in (tmp_path / "figure").iterdir()) == ["demo.png"]
     assert "warning" not in result.stdout
 
 
@@ -109,18 +113,133 @@ def test_full_run_meets_the_targets(tmp_path):
     assert "Stored 1797 digits; recalled 1797" in result.stdout
 
 
-def test_bad_arguments_name_the_option(tmp_path):
+def test_bad_arguments_are_usage_errors(tmp_path):
+    # As the user sees it: argparse's exit status 2 and our message on stderr.
     result = run_demo("--beta", "-1", tmp_path=tmp_path)
     assert result.returncode == 2
-    assert "`--beta` must be positive" in result.stderr
-    result = run_demo("--n", "0.5", tmp_path=tmp_path)
-    assert result.returncode == 2
-    assert "`--n` must be >= 1" in result.stderr
+    assert "`--beta` must be positive and finite" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
-def test_missing_extra_names_it(monkeypatch):
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--beta", "nan"], "`--beta` must be positive and finite, got [nan]"),
+        (
+            ["--beta", "10", "inf"],
+            "`--beta` must be positive and finite, got [10.0, inf]",
+        ),
+        (["--beta", "0"], "`--beta` must be positive and finite"),
+        (["--n", "0.5"], "`--n` must be finite and >= 1"),
+        (["--n", "inf"], "`--n` must be finite and >= 1"),
+        (["--n", "nan"], "`--n` must be finite and >= 1"),
+        (["--dt", "nan"], "`--dt` must be positive and finite, got nan"),
+        (["--dt", "inf"], "`--dt` must be positive and finite, got inf"),
+        (["--dt", "0"], "`--dt` must be positive and finite, got 0.0"),
+        (["--steps", "-1"], "`--steps` must be >= 0"),
+        (["--queries", "0"], "`--queries` must be >= 1"),
+        (["--output", "figure.v2"], "`--output` must be a directory or a file ending"),
+        (["--output", "a_file/demo.png"], "'a_file' is not a directory"),
+    ],
+)
+def test_bad_arguments_stop_before_any_work(
+    args, message, tmp_path, monkeypatch, capsys
+):
     from hamux_lagr import demo
 
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("")
+
+    def no_work(**kwargs):
+        raise AssertionError("the demo started working on bad arguments")
+
+    monkeypatch.setattr(demo, "run", no_work)
+    with pytest.raises(SystemExit) as exit_info:
+        demo.main(args)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # nothing written
+
+
+@pytest.mark.skipif(
+    os.name != "posix" or os.geteuid() == 0, reason="root writes anywhere"
+)
+def test_unwritable_output_directory_is_a_usage_error(tmp_path, capsys):
+    from hamux_lagr import demo
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            demo.parse_args(["--output", str(locked / "demo.png")])
+    finally:
+        locked.chmod(0o700)
+    assert exit_info.value.code == 2
+    assert "cannot be written" in capsys.readouterr().err
+
+
+def test_output_names_the_file_actually_written(tmp_path, monkeypatch):
+    from hamux_lagr import demo
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "figures").mkdir()
+    cases = {
+        "figures": tmp_path / "figures" / "hamux_lagr_demo.png",  # a directory
+        "new_dir/": tmp_path / "new_dir" / "hamux_lagr_demo.png",
+        "result": tmp_path / "result.png",  # no extension
+        "out/result.pdf": tmp_path / "out" / "result.pdf",
+        "result.PNG": tmp_path / "result.PNG",
+    }
+    for given, written in cases.items():
+        output = demo.parse_args(["--output", given]).output
+        assert output.resolve() == written, given
+        assert not written.exists()  # checked for writing, not left behind
+    assert demo.parse_args([]).output == pathlib.Path("hamux_lagr_demo.png")
+
+
+@needs_examples
+def test_figure_labels_the_energy_axes_and_the_read_step():
+    from hamux_lagr import demo
+
+    rng = np.random.default_rng(0)
+    images = rng.random((20, 64)).astype(np.float32)
+    labels = np.arange(20) % 10
+    targets = np.arange(20)
+    queries = {kind: images for kind in demo.CORRUPTIONS}
+    known = {kind: np.ones_like(images, bool) for kind in demo.CORRUPTIONS}
+    energies = np.cumsum(-rng.random((20, 6)), axis=1)
+    recalls = [
+        demo.Recall(memory, kind, images, energies, 0.0)
+        for kind in demo.CORRUPTIONS
+        for memory in ("LSoftmax(beta=10)", "LRepu(n=20)")
+    ]
+    rows = [dict(corruption=r.corruption, exact=1.0) for r in recalls]
+    extra = dict(
+        images=images,
+        labels=labels,
+        targets=targets,
+        queries=queries,
+        known=known,
+        recalls=recalls,
+    )
+    fig = demo.draw_figure(rows, extra)
+    curves = [ax for ax in fig.axes if ax.get_lines() and ax.get_legend()]
+    assert len(curves) == len(demo.CORRUPTIONS)
+    for ax in curves:
+        assert ax.get_ylabel() == "mean $E(t) - E(T)$"
+        assert "LSoftmax: 1 = the read step, dt = 1" in ax.get_xlabel()
+        marks = [line for line in ax.get_lines() if list(line.get_xdata()) == [1, 1]]
+        assert len(marks) == 1  # a vertical line at step 1
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_missing_extra_names_it(monkeypatch, tmp_path):
+    from hamux_lagr import demo
+
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setitem(sys.modules, "sklearn", None)  # `import sklearn` now fails
     with pytest.raises(SystemExit, match=r"\[examples\]"):
         demo.main(["--quick"])
@@ -148,13 +267,21 @@ def test_corruptions():
 def test_nearest_uses_known_pixels_only():
     from hamux_lagr import demo
 
-    patterns = np.array([[1.0, 0.0, 0.0, 0.0], [1.0, 0.0, 1.0, 1.0]], np.float32)
-    query = np.array([[1.0, 0.0, 0.0, 0.0]], np.float32)
-    assert demo.nearest(query, patterns)[0] == 0
-    known = np.array([[True, True, False, False]])
-    # Over the known pixels both patterns match; the first wins the tie.
+    patterns = np.array([[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.5, 0.5]], np.float32)
+    # The unknown pixels of a query are zeros: over all pixels pattern 1 is nearer,
+    # over the known ones pattern 0 matches exactly.
+    query = np.array([[0.0, 0.0, 1.0, 1.0]], np.float32)
+    assert demo.nearest(query, patterns)[0] == 1
+    known = np.array([[False, False, True, True]])
     assert demo.nearest(query, patterns, known)[0] == 0
-    query2 = np.array([[0.0, 0.0, 1.0, 1.0]], np.float32)
+    # Each query has its own mask.
+    queries = np.array([[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 0.5, 0.5]], np.float32)
+    masks = np.array([[False, False, True, True], [True, True, False, False]])
+    assert list(demo.nearest(queries, patterns, masks)) == [0, 1]
+    assert list(demo.nearest(queries, patterns, masks[::-1])) == [1, 1]
+    # Over the known pixels both patterns match; the first wins the tie.
+    tie = np.array([[True, False, False, False]])
     assert (
-        demo.nearest(query2, patterns, np.array([[False, False, True, True]]))[0] == 1
+        demo.nearest(np.array([[0.5, 9.0, 9.0, 9.0]], np.float32), patterns, tie)[0]
+        == 0
     )

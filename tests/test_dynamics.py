@@ -4,9 +4,10 @@ import sys
 import diffrax
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import tree_allclose
+from helpers import run_without_hook, tree_allclose
 
 import hamux_lagr as hl
 
@@ -63,7 +64,8 @@ FAST_COMPILE = {"xla_backend_optimization_level": 0}
 @pytest.fixture(scope="module")
 def descents():
     """Every Lagrangian's random model, descended one sample at a time (free, and
-    clamped) and as a batch (per-sample masks, one sample free): one compilation."""
+    clamped) and as a `jax.vmap` batch with per-sample masks (one sample free): one
+    compilation."""
     rng = np.random.default_rng(42)
     cases = {}
     for lagrangian in EVERY_LAGRANGIAN:
@@ -80,7 +82,9 @@ def descents():
             out[name] = (
                 hl.descend(ham, x0, steps=40, dt=0.05),
                 hl.descend(ham, x0, steps=40, dt=0.05, clamp={"a": ROWS, "b": True}),
-                hl.descend(ham, batch, steps=40, dt=0.05, clamp=PER_SAMPLE),
+                jax.vmap(lambda x, m: hl.descend(ham, x, steps=40, dt=0.05, clamp=m))(
+                    batch, PER_SAMPLE
+                ),
             )
         return out
 
@@ -106,14 +110,33 @@ def test_energy_never_rises(name, descents):
         assert not np.allclose(moved[~mask], batch[layer][~mask])
 
 
-def test_a_batch_is_the_vmap_of_one_sample(descents):
+def test_a_vmap_batch_equals_one_sample_runs_with_per_sample_masks(descents):
     cases, results = descents
     ham, _, batch = cases["LSoftmax"]
-    one = jax.jit(
-        lambda x: hl.descend(ham, x, steps=40, dt=0.05), compiler_options=FAST_COMPILE
-    )({k: v[0] for k, v in batch.items()})
     xb, eb = results["LSoftmax"][2]
-    assert tree_allclose(one, ({k: v[0] for k, v in xb.items()}, eb[0]))
+    one = jax.jit(
+        lambda x, m: hl.descend(ham, x, steps=40, dt=0.05, clamp=m),
+        compiler_options=FAST_COMPILE,
+    )
+    for i in range(3):
+        sample = {k: jnp.asarray(v[i]) for k, v in batch.items()}
+        mask = {k: jnp.asarray(v[i]) for k, v in PER_SAMPLE.items()}
+        expected = ({k: v[i] for k, v in xb.items()}, eb[i])
+        assert tree_allclose(one(sample, mask), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_a_batched_dict_or_mask_points_at_vmap(rng):
+    ham = random_model(hl.LTanh(), rng)
+    batch = {"a": np.zeros((2, 3, 4)), "b": np.zeros((2, 4))}
+    hint = r"jax.vmap\(lambda x: hl.descend\(ham, x, steps=20, dt=0.1\)\)\(xs\)"
+    with pytest.raises(ValueError, match=r"`xs\['a'\]` has shape \(2, 3, 4\).*" + hint):
+        hl.descend(ham, batch, steps=3, dt=0.1)
+    with pytest.raises(
+        ValueError, match=r"`clamp\['b'\]` has shape \(2, 4\).*jax.vmap"
+    ):
+        hl.descend(
+            ham, ham.init_states(), steps=3, dt=0.1, clamp={"b": np.ones((2, 4), bool)}
+        )
 
 
 def test_fixed_point_has_zero_gradient_on_free_neurons(rng):
@@ -162,8 +185,9 @@ def test_one_euler_step_with_dt_tau_is_the_ramsauer_update(rng):
 )
 def test_dt_tau_is_a_concave_convex_descent(memory, rng):
     # For a one-layer memory on an identity layer, Euler with dt = tau is the CCCP
-    # update: the energy never rises, whatever the (convex) Lagrangian. (These memories
-    # grow at most linearly, so that the energy is bounded below.)
+    # update x <- -dE_syn/dg(x): the energy never rises, whatever the (convex)
+    # Lagrangian, and the state heads for a fixed point. (These memories grow at most
+    # linearly, so that the energy is bounded below.)
     patterns = rng.standard_normal((8, 6)) / np.sqrt(6)
     ham = hl.HAM(
         {"v": hl.NeuronLayer(hl.LIdentity(), (6,), tau=2.0)},
@@ -171,8 +195,19 @@ def test_dt_tau_is_a_concave_convex_descent(memory, rng):
         [(("v",), "memory")],
     )
     x0 = {"v": 2 * rng.standard_normal((4, 6))}
-    xs, energies = eqx.filter_jit(hl.descend)(ham, x0, steps=15, dt=2.0)
+
+    def run(x):
+        first, _ = hl.descend(ham, x, steps=1, dt=2.0)
+        xs, energies = hl.descend(ham, x, steps=15, dt=2.0)
+        update = jax.grad(lambda g: ham.synapse_energies(g)["memory"])(x)
+        return first, energies, {"v": -update["v"]}, ham.dEdg(x), ham.dEdg(xs)
+
+    first, energies, cccp, start, end = jax.jit(jax.vmap(run))(x0)
     assert_non_increasing(energies)
+    assert tree_allclose(first, cccp)  # one step is the CCCP update
+    assert np.all(energies[:, -1] < energies[:, 0] - 1e-3)  # it descends...
+    # ...towards a fixed point.
+    assert np.max(np.abs(end["v"])) < 0.1 * np.max(np.abs(start["v"]))
 
 
 def test_two_layer_ham_and_dense_memory_share_the_fixed_point(rng):
@@ -203,7 +238,9 @@ def test_retrieval_of_corrupted_binary_patterns():
     flips = np.stack([rng.permutation(100) < 20 for _ in range(20)])  # 20% of bits
     queries = np.where(flips, -patterns, patterns)
     ham = dense_memory_ham(patterns, beta=0.1)
-    xs, energies = eqx.filter_jit(hl.descend)(ham, {"v": queries}, steps=60, dt=0.2)
+    xs, energies = jax.jit(
+        jax.vmap(lambda q: hl.descend(ham, {"v": q}, steps=60, dt=0.2))
+    )(queries)
     assert_non_increasing(energies)
     assert np.array_equal(np.sign(xs["v"]), patterns)
 
@@ -238,9 +275,12 @@ def test_adaptive_ode_solver(rng):
 def test_options_and_shapes(rng):
     ham = random_model(hl.LTanh(), rng)
     x0 = {"a": rng.standard_normal((3, 4)), "b": rng.standard_normal(4)}
+    x0 = {k: jnp.asarray(v) for k, v in x0.items()}
     xs, energies = hl.descend(ham, x0, steps=0, dt=0.1)
     assert tree_allclose(xs, x0) and energies.shape == (1,)
-    _, energies = hl.descend(ham, {k: v[None] for k, v in x0.items()}, steps=0, dt=0.1)
+    _, energies = jax.vmap(lambda x: hl.descend(ham, x, steps=0, dt=0.1))(
+        {k: v[None] for k, v in x0.items()}
+    )
     assert energies.shape == (1, 1)
 
     @jax.jit
@@ -304,3 +344,310 @@ def test_missing_diffrax_is_a_clear_import_error(monkeypatch, rng):
     monkeypatch.setitem(sys.modules, "diffrax", None)  # `import diffrax` fails
     with pytest.raises(ImportError, match=r"hamux_lagr\[examples\]"):
         hl.descend(ham, ham.init_states(), steps=3, dt=0.1, solver=object())
+
+
+def exploding_ham():
+    """An exponential layer with strong positive feedback: the Euler state is
+    non-finite from step 3 (dt = 0.1); the exact dynamics blow up before t = 0.1."""
+    return hl.HAM(
+        {"a": hl.NeuronLayer(hl.LExp(beta=1.0), (2,))},
+        {"W": hl.LinearSynapse(50.0 * np.ones((2, 2)))},
+        [(("a", "a"), "W")],
+    )
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"tol": 1e-6}, {"solver": diffrax.Euler()}],
+    ids=["euler", "euler-tol", "diffrax-euler"],
+)
+def test_check_finite_names_the_same_first_step_in_every_scheme(options):
+    ham = exploding_ham()
+    with pytest.raises(
+        ValueError, match=r"non-finite state \(NaN or inf\) at step 3\b"
+    ):
+        hl.descend(
+            ham, {"a": np.ones(2)}, steps=50, dt=0.1, check_finite=True, **options
+        )
+
+
+def test_check_finite_reports_an_adaptive_solver_that_cannot_go_on():
+    # Tsit5 follows the blow-up with ever smaller steps until `max_steps`: that is
+    # reported as the divergence, at the first recorded time it did not reach.
+    ham = exploding_ham()
+    for tol in (None, 1e-6):
+        with pytest.raises(ValueError, match=r"non-finite state .* at step 1, or its"):
+            hl.descend(
+                ham,
+                {"a": np.ones(2)},
+                steps=5,
+                dt=0.1,
+                solver=diffrax.Tsit5(),
+                tol=tol,
+                max_steps=256,
+                check_finite=True,
+            )
+    # Without `check_finite`, the solver's failure is ours too, and names `max_steps`.
+    with pytest.raises(Exception, match=r"`max_steps` = 256"):
+        jax.block_until_ready(
+            hl.descend(
+                ham,
+                {"a": np.ones(2)},
+                steps=5,
+                dt=0.1,
+                solver=diffrax.Tsit5(),
+                max_steps=256,
+            )
+        )
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"steps": 0}, {"steps": 3}, {"steps": 3, "tol": 1e-6}, {"steps": 0, "tol": 1e-6}]
+    + [
+        {"steps": 3, "solver": diffrax.Euler()},
+        {"steps": 3, "solver": diffrax.Tsit5()},
+    ],
+    ids=["steps0", "euler", "tol", "steps0-tol", "diffrax-euler", "tsit5"],
+)
+def test_check_finite_reports_a_non_finite_initial_state_as_step_0(options):
+    ham = random_model(hl.LTanh(), np.random.default_rng(0))
+    x0 = {"a": np.zeros((3, 4)), "b": np.array([0.0, np.nan, 0.0, 0.0])}
+    with pytest.raises(ValueError, match=r"non-finite state .* at step 0\b"):
+        hl.descend(ham, x0, dt=0.1, check_finite=True, max_steps=64, **options)
+
+
+def test_check_finite_under_jit_and_vmap_raises_at_run_time_with_the_step():
+    ham = exploding_ham()
+
+    def run(x):
+        return hl.descend(ham, {"a": x}, steps=50, dt=0.1, check_finite=True)
+
+    with pytest.raises(Exception, match=r"non-finite state .* at step 3\b"):
+        jax.block_until_ready(jax.jit(run)(jnp.ones(2)))
+    # A batch reports its earliest bad step; a finite batch raises nothing.
+    starts = jnp.stack([jnp.full(2, -5.0), jnp.full(2, 5.0), jnp.ones(2)])
+    with pytest.raises(Exception, match=r"non-finite state .* at step 2\b"):
+        jax.block_until_ready(jax.jit(jax.vmap(run))(starts))
+    short = jax.vmap(
+        lambda x: hl.descend(ham, {"a": x}, steps=5, dt=0.1, check_finite=True)
+    )
+    xs, _ = jax.jit(short)(jnp.full((2, 2), -20.0))  # blows up at step 20 only
+    assert np.all(np.isfinite(xs["a"]))
+
+
+def test_a_bad_dt_raises_eagerly_and_under_jit(rng):
+    ham = random_model(hl.LTanh(), rng)
+    x0 = ham.init_states()
+    for dt in (0.0, -1, float("nan"), float("inf"), np.float32(-0.1), jnp.array(-1.0)):
+        with pytest.raises(ValueError, match=r"`dt` must be positive and finite"):
+            hl.descend(ham, x0, steps=3, dt=dt)
+    # A Python number is checked at once under `jax.jit` too; a traced dt at run time
+    # (unchecked, the energy would climb).
+    with pytest.raises(
+        ValueError, match=r"`dt` must be positive and finite in `descend`, got -1.0"
+    ):
+        jax.jit(lambda x: hl.descend(ham, x, steps=2, dt=-1.0))(x0)
+    run = jax.jit(lambda dt: hl.descend(ham, x0, steps=2, dt=dt))
+    with pytest.raises(Exception, match=r"`dt` must be positive and finite"):
+        jax.block_until_ready(run(-1.0))
+    assert np.all(np.isfinite(run(0.1)[1]))
+
+
+class CountingSynapse(hl.Synapse):
+    """A bias synapse that counts how often it is traced."""
+
+    bias: jax.Array
+    traces: list = eqx.field(static=True)
+
+    def __call__(self, g):
+        self.traces.append(None)
+        return -jnp.sum(self.bias * g)
+
+
+def test_a_new_dt_value_does_not_recompile():
+    traces = []
+    ham = hl.HAM(
+        {"a": hl.NeuronLayer(hl.LTanh(), (3,))},
+        {"s": CountingSynapse(jnp.ones(3), traces)},
+        [(("a",), "s")],
+    )
+    x0 = ham.init_states()
+    first = hl.descend(ham, x0, steps=2, dt=0.1)
+    count = len(traces)
+    assert count > 0
+    for dt in (0.2, 0.3, jnp.asarray(0.4)):
+        out = hl.descend(ham, x0, steps=2, dt=dt)
+        assert not tree_allclose(out, first)
+    assert len(traces) == count
+
+
+def test_states_keep_their_dtype_whatever_the_dt():
+    # A float64 dt (traced, under x64) steps float16/bfloat16/float32 states in their
+    # own dtype, in the Euler scan, the `tol` loop and a diffrax solve alike.
+    rng = np.random.default_rng(3)
+    cases = {}
+    for dtype in (jnp.float16, jnp.bfloat16, jnp.float32):
+        ham = hl.HAM(
+            {
+                "a": hl.NeuronLayer(hl.LTanh(), (3,)),
+                "b": hl.NeuronLayer(hl.LIdentity(), 2, tau=0.5),
+            },
+            {"W": hl.LinearSynapse(jnp.asarray(rng.standard_normal((3, 2)), dtype))},
+            [(("a", "b"), "W")],
+        )
+        x0 = {"a": jnp.asarray(rng.standard_normal(3), dtype), "b": jnp.ones(2, dtype)}
+        cases[np.dtype(dtype).name] = (ham, x0)
+
+    @ft.partial(jax.jit, compiler_options=FAST_COMPILE)
+    def run(dt):
+        return {
+            name: (
+                hl.descend(ham, x0, steps=3, dt=dt),
+                hl.descend(ham, x0, steps=3, dt=dt, tol=1e-3),
+                hl.descend(ham, x0, steps=3, dt=dt, solver=diffrax.Tsit5()),
+            )
+            for name, (ham, x0) in cases.items()
+        }
+
+    out = run(jnp.asarray(0.1, jnp.float64))
+    for name, results in out.items():
+        for xs, energies in results:
+            assert {v.dtype.name for v in xs.values()} == {name}
+            assert energies.dtype.name == name and energies.shape == (4,)
+            assert all(np.all(np.isfinite(v.astype(np.float32))) for v in xs.values())
+        (euler, _), (with_tol, _), _ = results
+        assert tree_allclose(euler, with_tol)
+
+
+def test_solver_and_tol_from_a_fixed_point_record_finite_energies(rng):
+    ham = random_model(hl.LTanh(), rng)
+    zeros = ham.init_states()
+    clamp_all = {"a": True, "b": True}
+    rest, _ = hl.descend(ham, zeros, steps=2000, dt=0.2, tol=1e-10)
+    for start, clamp in ((rest, None), (zeros, clamp_all)):
+        xs, energies = hl.descend(
+            ham,
+            start,
+            steps=5,
+            dt=0.1,
+            solver=diffrax.Tsit5(),
+            tol=1e-4,
+            clamp=clamp,
+            check_finite=True,
+        )
+        expected = eqx.filter_jit(ham.energy)(start)
+        assert tree_allclose(energies, jnp.full(6, expected))
+        assert tree_allclose(xs, start)
+
+
+def test_vmap_of_a_solver_over_an_empty_batch(rng):
+    ham = random_model(hl.LTanh(), rng)
+    empty = {"a": jnp.zeros((0, 3, 4)), "b": jnp.zeros((0, 4))}
+    xs, energies = jax.vmap(
+        lambda x: hl.descend(ham, x, steps=4, dt=0.1, solver=diffrax.Tsit5(), tol=1e-3)
+    )(empty)
+    assert xs["a"].shape == (0, 3, 4) and energies.shape == (0, 5)
+
+
+def test_empty_layers_are_at_rest():
+    # A layer with no neurons contributes energy 0 and residual 0: a HAM of empty
+    # layers is at a fixed point from the start.
+    ham = hl.HAM({"e": hl.NeuronLayer(hl.LSoftmax(), (0,))}, {}, [])
+    for solver in (None, diffrax.Tsit5()):
+        xs, energies = hl.descend(
+            ham,
+            ham.init_states(),
+            steps=3,
+            dt=0.1,
+            tol=1e-6,
+            solver=solver,
+            check_finite=True,
+        )
+        assert xs["e"].shape == (0,)
+        assert tree_allclose(energies, jnp.zeros(4, jnp.float64))
+
+
+def test_numpy_integers_and_limits_for_steps_and_max_steps(rng):
+    ham = random_model(hl.LTanh(), rng)
+    x0 = ham.init_states()
+    _, energies = hl.descend(ham, x0, steps=np.int64(2), dt=0.1)
+    assert energies.shape == (3,)
+    with pytest.raises(
+        ValueError, match=r"`steps` must be an int in \[0, 2147483647\]"
+    ):
+        hl.descend(ham, x0, steps=2**31, dt=0.1)
+    _, energies = hl.descend(
+        ham, x0, steps=2, dt=0.1, solver=diffrax.Tsit5(), max_steps=np.int32(64)
+    )
+    assert energies.shape == (3,)
+    with pytest.raises(ValueError, match=r"`max_steps` must be an int in \[1,"):
+        hl.descend(ham, x0, steps=2, dt=0.1, solver=diffrax.Tsit5(), max_steps=0)
+    with pytest.raises(ValueError, match=r"`max_steps` must be an int with a diffrax"):
+        hl.descend(ham, x0, steps=2, dt=0.1, solver=diffrax.Tsit5(), max_steps=None)
+    with pytest.raises(TypeError, match=r"`stepsize_controller` must be a diffrax"):
+        hl.descend(
+            ham, x0, steps=2, dt=0.1, solver=diffrax.Tsit5(), stepsize_controller=1e-3
+        )
+    pid = diffrax.PIDController(rtol=1e-3, atol=1e-3)
+    with pytest.raises(
+        ValueError, match=r"needs an adaptive solver, but `solver` is Euler"
+    ):
+        hl.descend(
+            ham, x0, steps=2, dt=0.1, solver=diffrax.Euler(), stepsize_controller=pid
+        )
+    with pytest.raises(ValueError, match=r"`stepsize_controller` is only used with"):
+        hl.descend(ham, x0, steps=2, dt=0.1, stepsize_controller=pid)
+    with pytest.raises(TypeError, match=r"`xs\['b'\]` must be real"):
+        hl.descend(ham, {**x0, "b": jnp.zeros(4, jnp.complex64)}, steps=2, dt=0.1)
+
+
+def test_wrongly_typed_arguments_get_our_messages():
+    # Without the jaxtyping hook (which rejects these first in the test suite).
+    out = run_without_hook(
+        """
+        import jax.numpy as jnp
+        import hamux_lagr as hl
+
+        ham = hl.HAM({"a": hl.NeuronLayer(hl.LIdentity(), (2,))}, {}, [])
+        x0 = ham.init_states()
+        cases = [
+            dict(tol="1e-3"),
+            dict(steps="3"),
+            dict(steps=2.0),
+            dict(dt="0.1"),
+            dict(dt=None),
+            dict(dt=1j),
+            dict(dt=jnp.ones(2)),
+            dict(xs={"a": "0"}),
+            dict(xs={"a": None}),
+            dict(ham="ham"),
+            dict(clamp=[True]),
+        ]
+        for case in cases:
+            kwargs = dict(ham=ham, xs=x0, steps=3, dt=0.1)
+            kwargs.update(case)
+            try:
+                hl.descend(kwargs.pop("ham"), kwargs.pop("xs"), **kwargs)
+                print("no error")
+            except (TypeError, ValueError) as e:
+                print(f"{type(e).__name__}: {e}")
+        """
+    )
+    lines = out.splitlines()
+    starts = [
+        "TypeError: `tol` must be a Python number",
+        "TypeError: `steps` must be a Python int",
+        "TypeError: `steps` must be a Python int",
+        "TypeError: `dt` must be a positive number",
+        "TypeError: `dt` must be a positive number",
+        "TypeError: `dt` must be a positive real scalar",
+        "TypeError: `dt` must be a positive real scalar",
+        "TypeError: `xs['a']` must be array-like",
+        "TypeError: `xs['a']` must be array-like",
+        "TypeError: `ham` must be a `HAM`",
+        "TypeError: `clamp` must be a dict",
+    ]
+    assert len(lines) == len(starts), out
+    for line, start in zip(lines, starts):
+        assert line.startswith(start), (line, start)

@@ -3,8 +3,9 @@ import io
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
-from conftest import tree_allclose
+from helpers import run_without_hook, tree_allclose
 
 import hamux_lagr as hl
 
@@ -34,7 +35,22 @@ def test_activations_and_energy_follow_the_lagrangian(lagrangian, rng):
     assert g.shape == x.shape
     assert tree_allclose(g, grad)
     # The layer energy is the Legendre transform <x, g> - L(x).
-    assert jnp.allclose(energy, jnp.sum(x * g) - value)
+    assert tree_allclose(energy, jnp.sum(jnp.asarray(x) * g) - value)
+
+
+def test_energy_and_activations_are_the_lagrangians_one_pass(rng):
+    layer = hl.NeuronLayer(hl.LSoftmax(beta=1.5), (2, 3))
+    x = jnp.asarray(rng.standard_normal((2, 3)))
+    both, energy, g, reference = jax.jit(
+        lambda x: (
+            layer.energy_and_activations(x),
+            layer.energy(x),
+            layer.activations(x),
+            layer.lagrangian.energy_and_activation(x),
+        )
+    )(x)
+    assert tree_allclose(both, (energy, g))
+    assert tree_allclose(both, reference)
 
 
 def test_energy_gradient_wrt_activations_is_the_state(rng):
@@ -61,6 +77,39 @@ def test_init_zeros_random_and_batched(getkey):
     assert not jnp.array_equal(a, layer.init(key=getkey()))
     batch = layer.init(batch_size=5, key=getkey(), dtype=jnp.float32)
     assert batch.shape == (5, 2, 3) and batch.dtype == jnp.float32
+
+
+def test_numpy_numbers_are_accepted_for_shape_tau_and_batch_size():
+    layer = hl.NeuronLayer(hl.LIdentity(), np.int64(3), tau=np.float32(0.5))
+    assert layer.shape == (3,) and type(layer.shape[0]) is int and layer.tau == 0.5
+    layer = hl.NeuronLayer(hl.LIdentity(), (np.int32(2), np.int64(3)))
+    assert layer.shape == (2, 3) and all(type(d) is int for d in layer.shape)
+    assert layer.init(batch_size=np.int64(4)).shape == (4, 2, 3)
+
+
+def test_an_empty_layer_has_zero_energy_and_empty_activations():
+    # A zero-size layer holds no neurons: its energy is 0 and its Lagrangian is not
+    # evaluated (a softmax over no neurons would be log(0)).
+    for lagrangian in (hl.LSoftmax(beta=2.0), hl.LIdentity(), hl.LLayerNorm()):
+        layer = hl.NeuronLayer(lagrangian, (2, 0))
+        x = layer.init()
+        energy, g = eqx.filter_jit(layer.energy_and_activations)(x)
+        assert tree_allclose(energy, jnp.zeros((), x.dtype))
+        assert g.shape == (2, 0) and g.dtype == x.dtype
+        assert layer.activations(x).shape == (2, 0)
+
+
+def test_a_lagrangian_that_is_not_a_scalar_is_named():
+    class Elementwise(hl.Lagrangian):
+        def __call__(self, x):
+            return x**2 / 2  # forgot the sum
+
+    layer = hl.NeuronLayer(Elementwise(), (3,))
+    for method in (layer.energy, layer.activations, layer.energy_and_activations):
+        with pytest.raises(
+            ValueError, match=r"Lagrangian Elementwise returned .*\(3,\)"
+        ):
+            eqx.filter_jit(method)(jnp.zeros(3))
 
 
 def test_shape_and_tau_are_static_config():
@@ -94,17 +143,49 @@ def test_serialisation_round_trip():
 
 
 def test_bad_arguments():
-    # (Under the test suite's jaxtyping hook a wrongly typed argument is caught by the
-    # type checker, itself a TypeError naming the parameter.)
-    with pytest.raises(TypeError, match="lagrangian"):
-        hl.NeuronLayer(jnp.tanh, (3,))  # pyright: ignore[reportArgumentType]
-    with pytest.raises(TypeError, match="`shape`"):
+    with pytest.raises(TypeError, match="`shape` must be a non-negative int"):
         hl.NeuronLayer(hl.LIdentity(), (3, -1))
-    with pytest.raises(TypeError, match="shape"):
-        hl.NeuronLayer(hl.LIdentity(), "3")  # pyright: ignore[reportArgumentType]
-    with pytest.raises(ValueError, match="`tau`"):
+    with pytest.raises(ValueError, match="`tau` must be a finite number > 0"):
         hl.NeuronLayer(hl.LIdentity(), (3,), tau=0.0)
-    with pytest.raises(ValueError, match="`tau`"):
+    with pytest.raises(ValueError, match="`tau` must be a finite number > 0"):
         hl.NeuronLayer(hl.LIdentity(), (3,), tau=float("nan"))
-    with pytest.raises(ValueError, match="`batch_size`"):
+    with pytest.raises(ValueError, match="`batch_size` must be an int in"):
         hl.NeuronLayer(hl.LIdentity(), (3,)).init(batch_size=-1)
+
+
+def test_wrongly_typed_arguments_get_our_messages():
+    # Without the jaxtyping hook (which rejects these first in the test suite).
+    out = run_without_hook(
+        """
+        import jax.numpy as jnp
+        import hamux_lagr as hl
+
+        def message(f):
+            try:
+                f()
+            except (TypeError, ValueError) as e:
+                return f"{type(e).__name__}: {e}"
+            return "no error"
+
+        layer = hl.NeuronLayer(hl.LIdentity(), (3,))
+        print(message(lambda: hl.NeuronLayer(hl.LIdentity(), (3,), tau="2")))
+        print(message(lambda: hl.NeuronLayer(hl.LIdentity(), "3")))
+        print(message(lambda: layer.init(batch_size=2.0)))
+        print(message(lambda: layer.init(batch_size="2")))
+        print(message(lambda: layer.energy("x")))
+        print(message(lambda: layer.activations(None)))
+        print(message(lambda: layer.energy(jnp.zeros(3, jnp.complex64))))
+        print(message(lambda: layer.init(key=0)))
+        print(message(lambda: hl.NeuronLayer(jnp.tanh, (3,))))
+        """
+    )
+    lines = out.splitlines()
+    assert lines[0].startswith("TypeError: `tau` must be a Python number"), lines[0]
+    assert lines[1].startswith("TypeError: `shape` must be"), lines[1]
+    assert lines[2].startswith("TypeError: `batch_size` must be a Python int"), lines[2]
+    assert lines[3].startswith("TypeError: `batch_size` must be a Python int"), lines[3]
+    assert lines[4].startswith("TypeError: `x` must be array-like"), lines[4]
+    assert lines[5].startswith("TypeError: `x` must be array-like"), lines[5]
+    assert lines[6].startswith("TypeError: `x` must be real"), lines[6]
+    assert lines[7].startswith("TypeError: `key` must be a JAX PRNG key"), lines[7]
+    assert lines[8].startswith("TypeError: `lagrangian` must be a"), lines[8]

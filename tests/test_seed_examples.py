@@ -7,6 +7,7 @@ stream; JAX's default has since changed. To reproduce them:
     jax.config.update("jax_threefry_partitionable", False)
 """
 
+import contextlib
 import inspect
 
 import jax
@@ -17,18 +18,21 @@ import pytest
 import hamux_lagr as hl
 
 
-_ORIGINAL_PARTITIONABLE = jax.config.jax_threefry_partitionable
-
-
-@pytest.fixture
-def legacy_prng():
-    """The random stream the seed's examples were printed with (restored after)."""
+@contextlib.contextmanager
+def _legacy_prng_stream():
+    """The random stream the seed's examples were printed with, restored after."""
     old = jax.config.jax_threefry_partitionable
     jax.config.update("jax_threefry_partitionable", False)
     try:
         yield
     finally:
         jax.config.update("jax_threefry_partitionable", old)
+
+
+@pytest.fixture
+def legacy_prng():
+    with _legacy_prng_stream():
+        yield
 
 
 def test_lrepu_example(legacy_prng):
@@ -49,9 +53,22 @@ def test_lrepu_vmap_example(legacy_prng):
     np.testing.assert_allclose(out, expected, rtol=1e-6)
 
 
-def test_legacy_prng_setting_was_restored():
-    # runs after the two tests above (file order): the fixture put the setting back
-    assert jax.config.jax_threefry_partitionable == _ORIGINAL_PARTITIONABLE
+def test_legacy_prng_setting_is_restored():
+    """The examples' stream is switched on inside, and the setting put back after,
+    whatever it was and even when the example fails."""
+    original = jax.config.jax_threefry_partitionable
+    try:
+        for start in (True, False):
+            jax.config.update("jax_threefry_partitionable", start)
+            with _legacy_prng_stream():
+                assert jax.config.jax_threefry_partitionable is False
+            assert jax.config.jax_threefry_partitionable is start
+            with pytest.raises(RuntimeError, match="example failed"):
+                with _legacy_prng_stream():
+                    raise RuntimeError("example failed")
+            assert jax.config.jax_threefry_partitionable is start
+    finally:
+        jax.config.update("jax_threefry_partitionable", original)
 
 
 @pytest.mark.parametrize(

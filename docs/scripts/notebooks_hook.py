@@ -2,7 +2,9 @@
 
 The notebooks stay in one place (`examples/`, where the test suite runs them); this
 hook adds them to the files MkDocs builds, before `mkdocs-jupyter` turns them into
-pages. They are stored without outputs, so the site shows their code and prose.
+pages. They are stored with their outputs (`docs/scripts/run_notebooks.py` refreshes
+them; the test suite checks they are those of a fresh run), so the site shows their
+plots and numbers without running them.
 """
 
 import pathlib
