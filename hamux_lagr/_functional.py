@@ -21,10 +21,9 @@ from jaxtyping import Array, Float
 from ._custom_types import ParamLike, StateLike
 from ._jvp import tangent_sum
 from ._validation import (
-    as_param,
     as_state,
     check_broadcasts,
-    ensure,
+    checked_param,
     finite_param,
     state_and_beta,
 )
@@ -120,8 +119,11 @@ def lagr_repu(x: StateLike, n: ParamLike) -> Float[Array, "..."]:
     under `jax.jit` the check runs at run time, through `eqx.error_if`.
     """
     x = as_state(x, "lagr_repu")
-    n = ensure(
-        as_param(n, "n", "lagr_repu", x.dtype),
+    n = checked_param(
+        n,
+        "n",
+        "lagr_repu",
+        x.dtype,
         _is_not_a_degree,
         "`n` must be >= 1 and finite in `lagr_repu`",
         "A RePU of degree below 1 is not convex.",

@@ -179,7 +179,17 @@ def as_param(value: object, name: str, where: str, dtype) -> Array:
     return arr.astype(dtype)
 
 
-def _checked_param(value, name, where, dtype, is_bad, requirement, hint=""):
+def checked_param(
+    value: object,
+    name: str,
+    where: str,
+    dtype,
+    is_bad: Callable[[Any], Any],
+    requirement: str,
+    hint: str = "",
+) -> Array:
+    """A parameter of a functional Lagrangian, converted by `as_param` and checked
+    by `ensure`."""
     arr = as_param(value, name, where, dtype)
     # A Python or NumPy number (or a concrete array) is checked as given, *before*
     # `jnp.asarray` makes it a tracer under `jax.jit`: a ValueError at once, and no
@@ -195,7 +205,7 @@ def positive_param(
     value: object, name: str, where: str, dtype, hint: str = ""
 ) -> Array:
     """A parameter that must be finite and positive everywhere (e.g. `beta`)."""
-    return _checked_param(
+    return checked_param(
         value,
         name,
         where,
@@ -208,7 +218,7 @@ def positive_param(
 
 def finite_param(value: object, name: str, where: str, dtype) -> Array:
     """A parameter that must be finite everywhere (e.g. `scale`, `gamma`, `delta`)."""
-    return _checked_param(
+    return checked_param(
         value,
         name,
         where,
@@ -483,6 +493,7 @@ __all__ = [
     "check_broadcasts",
     "check_key",
     "check_nonempty",
+    "checked_param",
     "concrete_value",
     "default_float_dtype",
     "ensure",

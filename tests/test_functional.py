@@ -1401,3 +1401,25 @@ def test_repu_degree_below_one_raises(n):
 def test_axis_out_of_range_raises(fn, shape, axis):
     with pytest.raises(ValueError, match=r"`axis` is out of range in `lagr_\w+`"):
         fn(jnp.ones(shape), axis=axis)
+
+
+@pytest.mark.parametrize("fn", BETA_FUNCTIONS)
+def test_python_beta_closed_over_in_jit_is_checked_at_trace_time(fn):
+    # A Python number is concrete even inside `jax.jit`: a bad one is a ValueError
+    # at once, and a good one adds no run-time check to the compiled program.
+    x = jnp.asarray([0.5, -1.0, 2.0])
+    with pytest.raises(ValueError, match=_BETA_MSG):
+        jax.jit(lambda x: fn(x, -1.0))(x)
+    jaxpr = str(jax.make_jaxpr(lambda x: fn(x, 2.0))(x))
+    assert "callback" not in jaxpr and "cond" not in jaxpr
+
+
+def test_python_parameters_closed_over_in_jit_are_checked_at_trace_time():
+    x = jnp.asarray([0.5, -1.0, 2.0])
+    for call in (
+        lambda x: lagr_sigmoid(x, 1.0, np.inf),
+        lambda x: lagr_layernorm(x, np.nan),
+        lambda x: lagr_repu(x, 0.5),
+    ):
+        with pytest.raises(ValueError, match="must be"):
+            jax.jit(call)(x)
