@@ -18,8 +18,7 @@ from jaxtyping import Array, Bool, Float
 from ._ham import HAM, prepare_states, States, StatesLike
 from ._validation import (
     concrete_value,
-    ensure,
-    is_not_positive_finite,
+    positive_scalar,
     static_float,
     static_int,
 )
@@ -38,36 +37,9 @@ _MAX_STEP_MESSAGES = 10_000
 
 
 def _check_dt(dt: object) -> Array:
-    """`dt` as a real 0-d array; its value is checked by `ensure` (at once when it is
+    """`dt` as a real 0-d array, positive and finite (checked at once when it is
     concrete, at run time when it is traced)."""
-    if dt is None or isinstance(dt, (bool, np.bool_, str, bytes)):
-        raise TypeError(
-            f"`dt` must be a positive number in `descend`, got {type(dt).__name__} "
-            f"{dt!r}."
-        )
-    try:
-        arr = jnp.asarray(dt)
-    except (TypeError, ValueError) as e:
-        raise TypeError(
-            f"`dt` must be a positive number in `descend`, got {type(dt).__name__}."
-        ) from e
-    if arr.ndim != 0 or not (
-        jnp.issubdtype(arr.dtype, jnp.floating)
-        or jnp.issubdtype(arr.dtype, jnp.integer)
-    ):
-        raise TypeError(
-            "`dt` must be a positive real scalar in `descend`, got an array of shape "
-            f"{arr.shape} and dtype {arr.dtype}."
-        )
-    if not jnp.issubdtype(arr.dtype, jnp.floating):
-        arr = arr.astype(jnp.result_type(float))
-    # A Python or NumPy number is checked as such: under an outer `jax.jit`,
-    # `jnp.asarray(dt)` is a (constant) tracer, whose check would wait for run time.
-    requirement = "`dt` must be positive and finite in `descend`"
-    if isinstance(dt, (int, float, np.number, np.ndarray)):
-        ensure(np.asarray(dt), is_not_positive_finite, requirement, _DT_HINT)  # pyright: ignore[reportArgumentType]
-        return arr
-    return ensure(arr, is_not_positive_finite, requirement, _DT_HINT)
+    return positive_scalar(dt, "dt", _WHERE, _DT_HINT)
 
 
 _DT_HINT = "Use a small step such as `dt=0.1` (in units of the layers' `tau`)."

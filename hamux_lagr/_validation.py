@@ -142,9 +142,9 @@ def _as_array(value: object, name: str, where: str, what: str) -> Array:
         ) from e
     if jnp.issubdtype(arr.dtype, jnp.complexfloating):
         raise TypeError(
-            f"`{name}` must be real in `{where}`, got dtype {arr.dtype}; energies are "
-            "defined on real states: pass `x.real` (or split real and imaginary parts "
-            "into two layers) explicitly."
+            f"`{name}` must be real in `{where}`, got dtype {arr.dtype}: energies and "
+            "their dynamics are real-valued. Pass the real part (`.real`) explicitly, "
+            "or split real and imaginary parts into two layers."
         )
     if not (
         jnp.issubdtype(arr.dtype, jnp.number) or jnp.issubdtype(arr.dtype, jnp.bool_)
@@ -225,6 +225,31 @@ def finite_param(value: object, name: str, where: str, dtype) -> Array:
         dtype,
         is_not_finite,
         f"`{name}` must be finite in `{where}`",
+    )
+
+
+def positive_scalar(value: object, name: str, where: str, hint: str = "") -> Array:
+    """A positive, finite, real 0-d array (a step size `dt`, say).
+
+    Floating values keep their dtype, integers become the default float dtype;
+    checked at once when concrete (a Python number even under `jax.jit`), at run time
+    when traced.
+    """
+    arr = _as_array(value, name, where, "a positive number")
+    if isinstance(value, (bool, np.bool_)) or arr.dtype == jnp.bool_ or arr.ndim != 0:
+        raise TypeError(
+            f"`{name}` must be a positive real scalar in `{where}`, got "
+            f"{type(value).__name__} of shape {arr.shape} and dtype {arr.dtype}."
+        )
+    dtype = arr.dtype if jnp.issubdtype(arr.dtype, jnp.floating) else None
+    return checked_param(
+        value,
+        name,
+        where,
+        default_float_dtype() if dtype is None else dtype,
+        is_not_positive_finite,
+        f"`{name}` must be positive and finite in `{where}`",
+        hint,
     )
 
 
@@ -505,6 +530,7 @@ __all__ = [
     "learnable",
     "normalise_axis",
     "positive_param",
+    "positive_scalar",
     "static_axis",
     "static_float",
     "state_and_beta",

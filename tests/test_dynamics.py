@@ -641,7 +641,7 @@ def test_wrongly_typed_arguments_get_our_messages():
         "TypeError: `steps` must be a Python int",
         "TypeError: `dt` must be a positive number",
         "TypeError: `dt` must be a positive number",
-        "TypeError: `dt` must be a positive real scalar",
+        "TypeError: `dt` must be real",
         "TypeError: `dt` must be a positive real scalar",
         "TypeError: `xs['a']` must be array-like",
         "TypeError: `xs['a']` must be array-like",
