@@ -21,6 +21,10 @@ from ._functional import (
     lagr_spherical_norm as lagr_spherical_norm,
     lagr_tanh as lagr_tanh,
 )
+from ._functional_sparse import (
+    lagr_entmax as lagr_entmax,
+    lagr_sparsemax as lagr_sparsemax,
+)
 from ._lagrangians import (
     Lagrangian as Lagrangian,
     LExp as LExp,
@@ -36,6 +40,11 @@ from ._lagrangians import (
     LSphericalNorm as LSphericalNorm,
     LTanh as LTanh,
 )
+from ._lagrangians_sparse import LEntmax as LEntmax, LSparsemax as LSparsemax
+from ._log_sum_relu import (
+    lagr_log_sum_relu as lagr_log_sum_relu,
+    LLogSumReLU as LLogSumReLU,
+)
 
 
 # --- associative memories (neurons, synapses, HAM, dynamics) ---
@@ -46,6 +55,7 @@ from ._dense_memory import DenseMemory as DenseMemory
 from ._dynamics import descend as descend
 from ._ham import HAM as HAM
 from ._neurons import NeuronLayer as NeuronLayer
+from ._random_features import RandomFeatureMemory as RandomFeatureMemory
 from ._synapses import (
     BiasSynapse as BiasSynapse,
     LinearSynapse as LinearSynapse,

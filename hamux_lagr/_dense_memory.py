@@ -1,9 +1,12 @@
 r"""The dense associative memory: stored patterns behind a Lagrangian.
 
-$E(g) = -\mathcal{L}(\Xi g)$, the energy of Krotov & Hopfield (2016), Demircigil et al.
-(2017) and Ramsauer et al. (2020) with the hidden (memory) layer integrated out.
+$E(g) = -\mathcal{L}(s(g))$ with the similarities $s_\mu = \langle\xi_\mu, g\rangle$
+(Krotov & Hopfield 2016, Demircigil et al. 2017, Ramsauer et al. 2020) or
+$s_\mu = -\tfrac12\lVert g - \xi_\mu\rVert^2$ (Millidge et al. 2022), the hidden
+(memory) layer integrated out.
 """
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -48,6 +51,19 @@ class DenseMemory(Synapse):
     $\mathcal{L}$) is connected by a `LinearSynapse` holding $\Xi^\top$, once the memory
     layer has relaxed: at its fixed point its state is $\Xi g$.
 
+    With `similarity="l2"` the similarities are minus half the squared distances,
+    $s_\mu = -\tfrac12\lVert g - \xi_\mu\rVert^2$, as in the universal Hopfield
+    networks of Millidge et al. (2022): the energy is $-\mathcal{L}(s)$, and with
+    `LSoftmax(beta)` the update weighs each pattern by
+    $\operatorname{softmax}(-\tfrac{\beta}{2}\lVert g - \xi_\mu\rVert^2)$, a
+    Gaussian-kernel memory that does not favour patterns of large norm. (Since the
+    log-sum-exp is shift invariant, `similarity="l2"` with `LSoftmax` differs from
+    `"dot"` only through the patterns' norms and a term $\tfrac12\lVert g\rVert^2$.)
+    That term already pulls the state towards the patterns: on a leaky `LIdentity`
+    layer, whose energy adds another $\tfrac12\lVert x\rVert^2$, the fixed points sit
+    at *half* the softmax-weighted patterns, $x = \tfrac12\sum_\mu p_\mu\xi_\mu$;
+    descend the memory's own energy to retrieve the patterns themselves.
+
     **Arguments:**
 
     - `patterns`: the stored patterns, of shape `(K, *shape)` with `shape` the layer's
@@ -55,12 +71,23 @@ class DenseMemory(Synapse):
     - `lagrangian`: the Lagrangian of the (integrated-out) memory layer, a
       `hamux_lagr.Lagrangian` acting on the `K` similarities; its parameters are
       learnable.
+    - `similarity`: `"dot"` (default) for $s_\mu = \langle\xi_\mu, g\rangle$, or
+      `"l2"` for $s_\mu = -\tfrac12\lVert g - \xi_\mu\rVert^2$ (static).
     """
 
     patterns: Float[Array, "K ..."]
     lagrangian: Lagrangian
+    similarity: str = eqx.field(static=True)
 
-    def __init__(self, patterns: ArrayLike, lagrangian: Lagrangian):
+    def __init__(
+        self, patterns: ArrayLike, lagrangian: Lagrangian, similarity: str = "dot"
+    ):
+        if similarity not in ("dot", "l2"):
+            raise ValueError(
+                "`similarity` must be 'dot' or 'l2' in `DenseMemory`, got "
+                f"{similarity!r}."
+            )
+        self.similarity = similarity
         self.patterns = learnable(patterns, "patterns", "DenseMemory")
         if self.patterns.ndim < 2:
             raise ValueError(
@@ -84,7 +111,7 @@ class DenseMemory(Synapse):
         self.lagrangian = lagrangian
 
     def similarities(self, g: Float[AnyArray, "..."]) -> Float[Array, " K"]:
-        r"""The similarities $\Xi g$ of the activations to each stored pattern.
+        r"""The similarities of the activations to each stored pattern.
 
         **Arguments:**
 
@@ -92,7 +119,9 @@ class DenseMemory(Synapse):
 
         **Returns:**
 
-        The `K` overlaps $\langle\xi_\mu, g\rangle$, the memory layer's state.
+        The `K` similarities, the memory layer's state: the overlaps
+        $\langle\xi_\mu, g\rangle$ (`similarity="dot"`), or
+        $-\tfrac12\lVert g - \xi_\mu\rVert^2$ (`similarity="l2"`).
         """
         (g,) = as_activations("DenseMemory", g=g)
         if g.shape != self.patterns.shape[1:]:
@@ -106,10 +135,27 @@ class DenseMemory(Synapse):
         # run about 10% faster than (batch, K) (see `benchmarks/bench_memory.py`).
         axes = tuple(range(g.ndim))
         dims = ((tuple(a + 1 for a in axes), axes), ((), ()))
-        return lax.dot_general(self.patterns.astype(g.dtype), g, dims)
+        patterns = self.patterns.astype(g.dtype)
+        if self.similarity == "dot":
+            return lax.dot_general(patterns, g, dims)
+        # -|g - xi|^2 / 2 = <xi, g> - |xi|^2 / 2 - |g|^2 / 2, as ONE product of the
+        # patterns augmented with (|xi|^2, 1) and the activations with
+        # (-1/2, -|g|^2 / 2): a `jax.vmap` batch then keeps the (K, batch) layout of
+        # the overlaps (adding the per-pattern and per-sample terms separately would
+        # make vmap transpose it), and the augmented patterns do not depend on the
+        # state, so XLA computes them once per loop.
+        flat = patterns.reshape(patterns.shape[0], -1)
+        ones = jnp.ones((flat.shape[0], 1), g.dtype)
+        aug_patterns = jnp.concatenate(
+            [flat, jnp.sum(flat * flat, axis=1, keepdims=True), ones], axis=1
+        )
+        v = g.reshape(-1)
+        half = jnp.asarray(-0.5, g.dtype)
+        aug_g = jnp.concatenate([v, half[None], (half * jnp.sum(v * v))[None]])
+        return lax.dot_general(aug_patterns, aug_g, (((1,), (0,)), ((), ())))
 
     def __call__(self, g: Float[AnyArray, "..."]) -> Scalar:
-        r"""The energy $-\mathcal{L}(\Xi g)$.
+        r"""The energy $-\mathcal{L}(s(g))$ of the similarities $s$.
 
         **Arguments:**
 
@@ -129,6 +175,7 @@ class DenseMemory(Synapse):
         lagrangian: Lagrangian,
         *,
         key: PRNGKeyArray,
+        similarity: str = "dot",
         dtype=None,
     ) -> "DenseMemory":
         r"""A `DenseMemory` with random unit-norm patterns.
@@ -141,6 +188,7 @@ class DenseMemory(Synapse):
         - `shape`: the layer's shape (an int for a vector layer).
         - `lagrangian`: the memory Lagrangian, e.g. `LSoftmax(beta=10.0)`.
         - `key`: a JAX PRNG key (keyword-only).
+        - `similarity`: `"dot"` or `"l2"`, as in `DenseMemory`.
         - `dtype`: the floating dtype; by default JAX's default float.
 
         **Returns:**
@@ -154,7 +202,7 @@ class DenseMemory(Synapse):
         dims = tuple(range(1, len(shape) + 1))
         xi = jax.random.normal(key, (num_memories, *shape), float_dtype(dtype))
         xi = xi / jnp.sqrt(jnp.sum(xi**2, axis=dims, keepdims=True))
-        return cls(xi, lagrangian)
+        return cls(xi, lagrangian, similarity)
 
 
 __all__ = ["DenseMemory"]

@@ -217,6 +217,12 @@ def lagr_ghostmax(
     the activations may all be small (the "ghost" takes the rest of the mass). HAMUX
     ships it undocumented. Stable at every magnitude, with an exact `beta` gradient.
 
+    Its activation is the $\operatorname{softmax}_1$, the "softmax plus one" of
+    Miller (2023, "Attention is off by one"), which outlier-efficient Hopfield layers
+    use to let an attention head attend to nothing (Hu et al. 2024, "Outlier-efficient
+    Hopfield layers for large transformer-based models"):
+    $\operatorname{softmax}_1(z)_i = e^{z_i}/(1 + \sum_j e^{z_j})$ with $z = \beta x$.
+
     **Arguments:**
 
     - `x`: the state, at least one dimension.

@@ -546,8 +546,9 @@ class LGhostmax(_AbstractSoftmaxLagrangian):
     r"""Reduced Lagrangian whose activation is the softmax with a zero "ghost" logit.
 
     $\mathcal{L}(x) = \frac{1}{\beta}\log\big(1 + \sum_i e^{\beta x_i}\big)$ over
-    `axis`, $g_i(x) = e^{\beta x_i} / (1 + \sum_j e^{\beta x_j})$. Strictly convex,
-    unlike `LSoftmax`. See `lagr_ghostmax`.
+    `axis`, $g_i(x) = e^{\beta x_i} / (1 + \sum_j e^{\beta x_j})$: the
+    $\operatorname{softmax}_1$ ("softmax plus one") of outlier-efficient Hopfield
+    layers (Hu et al. 2024). Strictly convex, unlike `LSoftmax`. See `lagr_ghostmax`.
 
     **Arguments:**
 

@@ -17,3 +17,8 @@ from ._functional import (
     lagr_spherical_norm as lagr_spherical_norm,
     lagr_tanh as lagr_tanh,
 )
+from ._functional_sparse import (
+    lagr_entmax as lagr_entmax,
+    lagr_sparsemax as lagr_sparsemax,
+)
+from ._log_sum_relu import lagr_log_sum_relu as lagr_log_sum_relu

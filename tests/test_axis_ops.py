@@ -37,17 +37,23 @@ def test_helpers_match_jnp(rng, dtype, shape):
     )
 
 
-def _memory(getkey, lagrangian, k=6, d=5):
+def _memory(getkey, memory, k=6, d=5):
+    lagrangian, similarity = memory
+    synapse = hl.DenseMemory.random(
+        k, d, lagrangian, key=getkey(), similarity=similarity
+    )
     return hl.HAM(
         neurons={"v": hl.NeuronLayer(hl.LIdentity(), (d,))},
-        synapses={"m": hl.DenseMemory.random(k, d, lagrangian, key=getkey())},
+        synapses={"m": synapse},
         connections=[(("v",), "m")],
     )
 
 
 LAGRANGIANS = {
-    "softmax": lambda: hl.LSoftmax(beta=3.0),
-    "ghostmax": lambda: hl.LGhostmax(beta=3.0),
+    "softmax": lambda: (hl.LSoftmax(beta=3.0), "dot"),
+    "ghostmax": lambda: (hl.LGhostmax(beta=3.0), "dot"),
+    # Distance similarities broadcast each sample's |g|^2 along the patterns.
+    "softmax-l2": lambda: (hl.LSoftmax(beta=3.0), "l2"),
 }
 
 

@@ -1,0 +1,423 @@
+"""The alpha-normmax Lagrangian: the maximiser against a grid search and closed forms,
+its limits in alpha, derivatives in x, beta and alpha at first and second order,
+energies, numerics at large inputs and in low precision, and argument checks."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import run_without_hook, tree_allclose
+
+from hamux_lagr._normmax import LNormmax, lagr_normmax
+
+
+# Distinct entries, away from the edges of the supports used below.
+X = np.array([0.3, -1.2, 0.9, 0.85, -0.1, 0.55])
+
+
+def ref_normmax(z, alpha):
+    """Reference normmax of a 1-d float64 NumPy vector, by a long bisection on
+    sum_i (z_i - tau)_+^(alpha / (alpha - 1)) = 1."""
+    k = alpha / (alpha - 1)
+    y = z - z.max()
+    lo, hi = -1.0, 0.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if np.sum(np.maximum(y - mid, 0) ** k) >= 1:
+            lo = mid
+        else:
+            hi = mid
+    q = np.maximum(y - lo, 0) ** (1 / (alpha - 1))
+    return q / q.sum()
+
+
+def ref_value(x, alpha, beta):
+    p = ref_normmax(beta * x, alpha)
+    return (p @ (beta * x) - np.sum(p**alpha) ** (1 / alpha) + 1) / beta
+
+
+def act(alpha=2.0, beta=1.0, axis=-1):
+    return jax.grad(lambda x: jnp.sum(lagr_normmax(x, alpha, beta, axis)))
+
+
+def central(f, x, h=1e-6):
+    """Central finite differences of `f` (array-valued) at the float64 array `x`."""
+    x = np.asarray(x, np.float64)
+    cols = []
+    for i in range(x.size):
+        e = np.zeros_like(x)
+        e.flat[i] = h
+        cols.append((np.asarray(f(x + e)) - np.asarray(f(x - e))) / (2 * h))
+    return np.stack(cols, axis=-1)
+
+
+# ----------------------------------------------------------------------------------
+# the maximiser
+# ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alpha", [1.3, 2.0, 3.5])
+def test_maximiser_matches_a_grid_search_on_the_simplex(alpha):
+    # The definition, max over p in the simplex of <p, z> - ||p||_alpha + 1, searched
+    # on a grid of the 2-simplex: nothing of the threshold derivation is used.
+    z = np.array([0.4, -0.3, 0.1])
+    n = 1201
+    a, b = np.meshgrid(np.linspace(0, 1, n), np.linspace(0, 1, n), indexing="ij")
+    keep = a + b <= 1
+    grid = np.stack([a[keep], b[keep], np.maximum(1 - a[keep] - b[keep], 0)], 1)
+    scores = grid @ z - np.sum(grid**alpha, 1) ** (1 / alpha) + 1
+    best = grid[np.argmax(scores)]
+    x = jnp.asarray(z)
+    value = float(lagr_normmax(x, alpha)[0])
+    p = np.asarray(act(alpha)(x))
+    assert value >= scores.max() - 1e-12
+    assert value - scores.max() < 1e-5
+    assert np.max(np.abs(p - best)) < 2e-3
+
+
+def test_alpha_two_closed_forms():
+    # Two entries, gap d < 1 at alpha = 2: (u)^2 + (u - d)^2 = 1 gives
+    # p_1 = 1/2 + d / (2 sqrt(2 - d^2)).
+    x = jnp.array([0.5, 0.0])
+    p1 = 0.5 + 1 / (2 * np.sqrt(7))
+    p = np.array([p1, 1 - p1])
+    value = p @ np.asarray(x) - np.linalg.norm(p) + 1
+    assert tree_allclose(act()(x), jnp.asarray(p), rtol=1e-14, atol=1e-15)
+    assert tree_allclose(lagr_normmax(x), jnp.asarray([value]), rtol=1e-14)
+    # Ties: uniform, ||p||_alpha = d^(1/alpha - 1).
+    x = jnp.full((4,), 0.7)
+    for alpha in (1.5, 2.0, 4.0):
+        expect = 0.7 + (1 - 4 ** (1 / alpha - 1)) / 2.0
+        assert tree_allclose(lagr_normmax(x, alpha, 2.0), jnp.asarray([expect]))
+        assert tree_allclose(act(alpha, 2.0)(x), jnp.full((4,), 0.25))
+
+
+def test_a_gap_of_one_is_the_argmax_at_every_alpha():
+    # z_max - z_i >= 1 for every other i: tau = z_max - 1, a one-hot activation and
+    # the value max(x).
+    x = jnp.array([0.2, 1.3, -0.5, 0.3])
+    for alpha in (1.2, 2.0, 6.0):
+        assert tree_allclose(act(alpha)(x), jnp.array([0.0, 1.0, 0.0, 0.0]))
+        assert tree_allclose(lagr_normmax(x, alpha), jnp.array([1.3]))
+
+
+@pytest.mark.parametrize("alpha,beta", [(1.2, 1.0), (2.0, 2.5), (3.0, 0.7), (7.0, 4.0)])
+def test_value_and_activation_match_the_reference(alpha, beta):
+    x = jnp.asarray(X)
+    p = ref_normmax(beta * X, alpha)
+    value = lagr_normmax(x, alpha, beta)
+    assert tree_allclose(value, jnp.asarray([ref_value(X, alpha, beta)]), rtol=1e-13)
+    g = act(alpha, beta)(x)
+    assert tree_allclose(g, jnp.asarray(p), rtol=1e-12, atol=1e-14)
+    assert jnp.all(g >= 0) and abs(float(jnp.sum(g)) - 1) < 1e-15
+    # Exact zeros below the threshold (the reference has them at the same places).
+    assert np.array_equal(np.asarray(g) == 0, p == 0) and np.any(p == 0)
+
+
+def test_alpha_limits():
+    x = jnp.asarray(X)
+    # alpha -> 1: the regulariser ||p||_1 - 1 vanishes on the simplex, the argmax.
+    g = act(1.001)(x)
+    assert float(g[2]) > 0.999
+    assert abs(float(lagr_normmax(x, 1.001)[0]) - 0.9) < 1e-3
+    # alpha -> inf: sum_i (z_i - tau)_+ = 1 is the sparsemax threshold and q_i -> 1:
+    # uniform on the sparsemax support, here {0.9, 0.85, 0.55} (tau = 1.3 / 3).
+    g = act(1e4)(x)
+    expect = np.array([0, 0, 1, 1, 0, 1]) / 3.0
+    assert np.max(np.abs(np.asarray(g) - expect)) < 1e-3
+
+
+def test_bisection_accuracy(rng):
+    # Random inputs, several alphas: the activation to ~1e-15 in float64.
+    worst = 0.0
+    for alpha in (1.1, 1.7, 2.0, 5.0):
+        for _ in range(3):
+            z = rng.normal(size=8) * 2
+            g = np.asarray(act(alpha)(jnp.asarray(z)))
+            worst = max(worst, float(np.max(np.abs(g - ref_normmax(z, alpha)))))
+    assert worst < 1e-14
+
+
+# ----------------------------------------------------------------------------------
+# derivatives
+# ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alpha,beta", [(1.5, 1.3), (2.0, 0.8), (3.5, 2.0)])
+def test_derivatives_match_finite_differences(alpha, beta):
+    x0 = X
+    x = jnp.asarray(x0)
+
+    def value(x, a, b):
+        return jnp.sum(lagr_normmax(x, a, b))
+
+    # x: the activation, and its Jacobian (the Hessian).
+    g = jax.grad(value)(x, alpha, beta)
+    fd = central(lambda v: value(jnp.asarray(v), alpha, beta), x0)
+    assert np.max(np.abs(np.asarray(g) - fd)) < 1e-8
+    hess = np.asarray(jax.hessian(value)(x, alpha, beta))
+    fd = central(lambda v: jax.grad(value)(jnp.asarray(v), alpha, beta), x0)
+    assert np.max(np.abs(hess - fd)) < 1e-7
+    assert np.allclose(hess, hess.T, atol=1e-13)
+    # beta and alpha, of the value and of the activation.
+    for argnum, at in ((1, alpha), (2, beta)):
+
+        def f(t, argnum=argnum):
+            args = [x, alpha, beta]
+            args[argnum] = t
+            return value(*args)
+
+        def df(t, argnum=argnum):
+            args = [x, alpha, beta]
+            args[argnum] = t
+            return jax.grad(value)(*args)
+
+        t = jnp.asarray(at)
+        h = 1e-6
+        assert abs(float(jax.grad(f)(t)) - (f(at + h) - f(at - h)) / (2 * h)) < 1e-8
+        fd = (np.asarray(df(at + h)) - np.asarray(df(at - h))) / (2 * h)
+        assert np.max(np.abs(np.asarray(jax.jacfwd(df)(t)) - fd)) < 1e-7
+        assert np.max(np.abs(np.asarray(jax.jacrev(df)(t)) - fd)) < 1e-7
+
+
+def test_third_order_is_exact():
+    # The activation's rule is written in terms of the activation: differentiable
+    # again. Directional derivative of the Hessian against finite differences.
+    x, v = jnp.asarray(X), jnp.asarray(np.linspace(-1, 1, 6))
+
+    def hess(x):
+        return jax.hessian(lambda x: jnp.sum(lagr_normmax(x, 1.7, 1.2)))(x)
+
+    h = 1e-5
+    fd = (np.asarray(hess(x + h * v)) - np.asarray(hess(x - h * v))) / (2 * h)
+    _, third = jax.jvp(hess, (x,), (v,))
+    assert np.max(np.abs(np.asarray(third) - fd)) < 1e-6
+
+
+def test_closed_form_derivatives_in_beta():
+    # dL/dbeta = (||p||_alpha - 1) / beta^2 (Danskin).
+    alpha, beta = 2.5, 1.7
+    p = ref_normmax(beta * X, alpha)
+    expect = (np.sum(p**alpha) ** (1 / alpha) - 1) / beta**2
+    got = jax.grad(lambda b: jnp.sum(lagr_normmax(jnp.asarray(X), alpha, b)))(beta)
+    assert abs(float(got) - expect) < 1e-14
+
+
+def test_jit_vmap_jvp_and_axis():
+    xs = jnp.asarray(np.stack([X, X[::-1] * 2, -X]))
+    fn = jax.jit(lambda x, a, b: lagr_normmax(x, a, b, axis=-1))
+    batched = jax.vmap(lambda x: fn(x, 1.8, 1.5))(xs)
+    rows = jnp.stack([lagr_normmax(x, 1.8, 1.5) for x in xs])
+    assert tree_allclose(batched, rows, rtol=1e-14)
+    assert tree_allclose(fn(xs, 1.8, 1.5), rows, rtol=1e-14)
+    # axis=0 is axis=-1 of the transpose.
+    assert tree_allclose(lagr_normmax(xs.T, 1.8, 1.5, axis=0), rows.T, rtol=1e-14)
+    # A per-row beta and alpha (broadcasting to the reduced shape).
+    betas, alphas = jnp.array([[1.0], [2.0], [0.5]]), jnp.array([[1.5], [2.0], [3.0]])
+    per_row = jnp.stack(
+        [lagr_normmax(xs[i], alphas[i, 0], betas[i, 0]) for i in range(3)]
+    )
+    assert tree_allclose(fn(xs, alphas, betas), per_row, rtol=1e-13)
+    # jvp in every argument at once equals the sum of the three gradients' products.
+    tx, ta, tb = jnp.asarray(np.linspace(0, 1, 6)), 0.3, -0.2
+
+    def f(x, a, b):
+        return jnp.sum(lagr_normmax(x, a, b))
+
+    x = jnp.asarray(X)
+    _, tangent = jax.jvp(f, (x, 1.8, 1.5), (tx, ta, tb))
+    gx, ga, gb = jax.grad(f, argnums=(0, 1, 2))(x, 1.8, 1.5)
+    assert abs(float(tangent) - float(gx @ tx + ga * ta + gb * tb)) < 1e-14
+
+
+# ----------------------------------------------------------------------------------
+# the module and its energy
+# ----------------------------------------------------------------------------------
+
+
+def test_energy_is_the_closed_form():
+    # E = <x, p> - L = (||p||_alpha - 1) / beta.
+    for alpha, beta in ((1.5, 1.0), (2.0, 3.0), (4.0, 0.5)):
+        module = LNormmax(alpha=alpha, beta=beta)
+        p = ref_normmax(beta * X, alpha)
+        expect = (np.sum(p**alpha) ** (1 / alpha) - 1) / beta
+        energy, g = module.energy_and_activation(jnp.asarray(X))
+        assert abs(float(energy) - expect) < 1e-14
+        assert tree_allclose(g, jnp.asarray(p), atol=1e-14)
+        assert float(energy) <= 0
+
+
+def test_module_matches_the_function_clamps_beta_and_trains():
+    x = jnp.asarray(X)
+    module = LNormmax(alpha=2.5, beta=1.5)
+    assert tree_allclose(module(x), jnp.sum(lagr_normmax(x, 2.5, 1.5)))
+    # A non-positive beta is clamped at min_beta.
+    low = LNormmax(beta=-1.0, min_beta=0.25)
+    assert tree_allclose(low(x), jnp.sum(lagr_normmax(x, 2.0, 0.25)))
+    # Gradients in the learnable alpha and beta, through jit with the module an
+    # argument, equal finite differences.
+    grads = eqx.filter_jit(eqx.filter_grad(lambda m: m(x)))(module)
+    h = 1e-6
+    fd_a = (LNormmax(2.5 + h, 1.5)(x) - LNormmax(2.5 - h, 1.5)(x)) / (2 * h)
+    fd_b = (LNormmax(2.5, 1.5 + h)(x) - LNormmax(2.5, 1.5 - h)(x)) / (2 * h)
+    assert abs(float(grads.alpha) - float(fd_a)) < 1e-8
+    assert abs(float(grads.beta) - float(fd_b)) < 1e-8
+    leaves = eqx.tree_deserialise_leaves(_roundtrip(module), LNormmax())
+    assert tree_allclose(leaves, module)
+
+
+def _roundtrip(module):
+    import io
+
+    buffer = io.BytesIO()
+    eqx.tree_serialise_leaves(buffer, module)
+    buffer.seek(0)
+    return buffer
+
+
+# ----------------------------------------------------------------------------------
+# numerics
+# ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def jitted_parts():
+    def parts(x, beta):
+        value = lagr_normmax(x, 1.6, beta)
+        g = act(1.6, beta)(x)
+        db = jax.grad(lambda b: jnp.sum(lagr_normmax(x, 1.6, b)))(beta)
+        return value, g, db
+
+    return parts, jax.jit(parts)
+
+
+@pytest.mark.parametrize("jitted", [False, True])
+def test_large_inputs_and_temperatures_are_finite_and_exact(jitted_parts, jitted):
+    parts = jitted_parts[jitted]
+    base = np.array([1e3, -1e3, 999.9999, 999.99995, 0.0])
+    for beta in (1.0, 1e2, 1e4):
+        for x0 in (base, -base):
+            value, g, db = parts(jnp.asarray(x0), jnp.asarray(beta))
+            p = ref_normmax(beta * x0, 1.6)
+            assert np.all(np.isfinite(np.asarray(g))) and np.isfinite(float(db))
+            assert abs(float(value[0]) - ref_value(x0, 1.6, beta)) < 1e-12 * 1e3
+            assert np.max(np.abs(np.asarray(g) - p)) < 1e-9
+    # One infinite entry: the maximum, as the log-sum-exp.
+    value, g, _ = parts(jnp.array([-jnp.inf, 0.5, 0.2]), jnp.asarray(2.0))
+    assert np.isfinite(float(value[0])) and float(g[0]) == 0.0
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float16, jnp.bfloat16])
+def test_low_precision_keeps_its_dtype(dtype):
+    x = jnp.asarray(X, dtype)
+    beta = jnp.asarray(1.5, dtype)
+    value = lagr_normmax(x, 2.5, beta)
+    g = act(2.5, beta)(x)
+    db = jax.grad(lambda b: jnp.sum(lagr_normmax(x, 2.5, b)))(beta)
+    assert value.dtype == g.dtype == db.dtype == dtype
+    xs = np.asarray(x.astype(jnp.float64))
+    tol = {jnp.float32: 1e-6, jnp.float16: 2e-3, jnp.bfloat16: 2e-2}[dtype]
+    p = ref_normmax(float(beta) * xs, 2.5)
+    assert np.max(np.abs(np.asarray(g.astype(jnp.float64)) - p)) < tol
+    assert abs(float(value[0]) - ref_value(xs, 2.5, float(beta))) < tol * 4
+    module = LNormmax(alpha=jnp.asarray(2.5, dtype), beta=jnp.asarray(1.5, dtype))
+    energy, g = module.energy_and_activation(x)
+    assert energy.dtype == g.dtype == dtype
+
+
+# ----------------------------------------------------------------------------------
+# argument checks
+# ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5, -2.0, np.nan, np.inf])
+def test_bad_alpha_is_refused(alpha):
+    x = jnp.asarray(X)
+    match = "`alpha` must be finite and > 1 in `lagr_normmax`"
+    with pytest.raises(ValueError, match=match):
+        lagr_normmax(x, alpha)
+    with pytest.raises(
+        ValueError, match="`alpha` must be finite and > 1 in `LNormmax`"
+    ):
+        LNormmax(alpha=alpha) if np.isfinite(alpha) else _raise_nonfinite(alpha)
+
+
+def _raise_nonfinite(alpha):
+    # learnable() refuses non-finite values first, with its own message.
+    with pytest.raises(ValueError, match="`alpha` must be finite"):
+        LNormmax(alpha=alpha)
+    raise ValueError("`alpha` must be finite and > 1 in `LNormmax`")
+
+
+def test_traced_bad_arguments_raise_at_run_time():
+    x = jnp.asarray(X)
+    fn = jax.jit(lambda a, b: lagr_normmax(x, a, b))
+    with pytest.raises(Exception, match="`alpha` must be finite and > 1"):
+        jax.block_until_ready(fn(jnp.asarray(1.0), jnp.asarray(1.0)))
+    with pytest.raises(Exception, match="`beta` must be positive and finite"):
+        jax.block_until_ready(fn(jnp.asarray(2.0), jnp.asarray(-1.0)))
+    # A module whose alpha went bad during training (a jit argument).
+    module = eqx.tree_at(lambda m: m.alpha, LNormmax(), jnp.asarray(0.9))
+    call = eqx.filter_jit(lambda m: m(x))
+    with pytest.raises(Exception, match="`alpha` must be finite and > 1 in `LNormmax`"):
+        jax.block_until_ready(call(module))
+    module = eqx.tree_at(lambda m: m.beta, LNormmax(), jnp.asarray(jnp.nan))
+    with pytest.raises(Exception, match="`beta` must be finite"):
+        jax.block_until_ready(call(module))
+    assert np.isfinite(float(call(LNormmax())))
+
+
+def test_other_bad_arguments():
+    x = jnp.asarray(X)
+    with pytest.raises(ValueError, match="`beta` must be positive and finite"):
+        lagr_normmax(x, 2.0, 0.0)
+    with pytest.raises(ValueError, match="`axis` is out of range in `lagr_normmax`"):
+        lagr_normmax(x, axis=1)
+    with pytest.raises(
+        ValueError, match="`alpha` of shape \\(6,\\) does not broadcast"
+    ):
+        lagr_normmax(x, jnp.full((6,), 2.0))
+    with pytest.raises(ValueError, match="`beta` must be finite"):
+        LNormmax(beta=np.nan)
+    with pytest.raises(ValueError, match="`axis` is out of range in `LNormmax`"):
+        LNormmax(axis=2)(x)
+
+
+def test_type_wrong_arguments_get_our_messages():
+    out = run_without_hook(
+        """
+        import jax.numpy as jnp
+        from hamux_lagr._normmax import LNormmax, lagr_normmax
+
+        calls = {
+            "alpha-str": lambda: lagr_normmax(jnp.ones(3), "2"),
+            "alpha-none": lambda: lagr_normmax(jnp.ones(3), None),
+            "beta-str": lambda: lagr_normmax(jnp.ones(3), 2.0, "2"),
+            "x-none": lambda: lagr_normmax(None),
+            "module-alpha-str": lambda: LNormmax(alpha="2"),
+            "module-axis-float": lambda: LNormmax(axis=-1.0),
+            "module-x-str": lambda: LNormmax()("abc"),
+        }
+        for name, call in calls.items():
+            try:
+                call()
+                print(name, "NO ERROR")
+            except (TypeError, ValueError) as e:
+                print(name, type(e).__name__, e)
+        """
+    )
+    lines = dict(line.split(" ", 1) for line in out.strip().splitlines())
+    assert (
+        "TypeError `alpha` must be a number or an array in `lagr_normmax`"
+        in (lines["alpha-str"])
+    )
+    assert "TypeError `alpha` must be a number or an array" in lines["alpha-none"]
+    assert "TypeError `beta` must be a number or an array" in lines["beta-str"]
+    assert "TypeError `x` must be array-like" in lines["x-none"]
+    assert (
+        "TypeError `alpha` must be a number or an array in `LNormmax`"
+        in (lines["module-alpha-str"])
+    )
+    assert "TypeError `axis` must be an int in `LNormmax`" in lines["module-axis-float"]
+    assert "TypeError `x` must be array-like" in lines["module-x-str"]
