@@ -1,6 +1,7 @@
 """Benchmark: the activation as the gradient of a Lagrangian vs its closed form.
 
-For every Lagrangian module (defaults; `LRepu(n=3)` too) this times
+For every Lagrangian module (defaults; `LRepu(n=3)`, `LEntmax(alpha=1.3)` and the
+functional `lagr_entmax(alpha=1.5)` too) this times
 
     ours   = jax.jit(jax.vmap(jax.grad(L)))
     closed = jax.jit(<the hand-written activation>)
@@ -11,6 +12,13 @@ checking that both give the same numbers. It prints the median time of each and 
 median of the per-repeat ratios ours / closed form. Target: every ratio <= 1.05.
 
     python benchmarks/bench_activations.py [--repeats 100]
+
+The sparse rows compare against sort-based references (Martins & Astudillo 2016;
+Peters et al. 2019, Algorithm 2; the 2-normmax solved the same way) and, for
+`LEntmax(alpha=1.3)`, against a bisection written here. Under `jax.jit` the modules'
+`alpha` is clamped, hence traced, so `LEntmax(1.5)` and `LNormmax(2)` find their
+threshold by bisection; on a CPU, XLA's sort dominates the sort-based references (and
+`LSparsemax`, which sorts too), so those ratios fall far below 1.
 
 Wall-clock numbers depend on the machine and on what else runs on it; nothing here
 asserts on them.
@@ -54,14 +62,98 @@ def _spherical(x, gamma, delta, eps):
     )
 
 
-def cases() -> list[tuple[str, hl.Lagrangian, Callable]]:
+def _sorted_prefix(z):
+    # The rows sorted in decreasing order and the ranks 1..d, for the sort-based
+    # thresholds.
+    zs = -jnp.sort(-z, axis=-1)
+    k = jnp.arange(1, z.shape[-1] + 1, dtype=z.dtype)
+    return zs, k
+
+
+def _sparsemax(x, beta):
+    # Martins & Astudillo (2016), Algorithm 1: p = [z - tau]_+ with tau from the
+    # sorted scores.
+    z = beta * x
+    zs, k = _sorted_prefix(z)
+    cs = jnp.cumsum(zs, axis=-1)
+    support = jnp.sum(1 + k * zs > cs, axis=-1, keepdims=True)
+    tau = (jnp.take_along_axis(cs, support - 1, axis=-1) - 1) / support.astype(z.dtype)
+    return jnp.maximum(z - tau, 0)
+
+
+def _entmax15(x, beta):
+    # Peters, Niculae & Martins (2019), Algorithm 2 (exact, sort-based): on
+    # X = (z - max z) / 2, tau_k solves sum_{j <= k} (X_(j) - tau)^2 = 1, the support
+    # is where tau_k <= X_(k), and p = [X - tau]_+^2.
+    z = beta * x
+    xs, k = _sorted_prefix((z - jnp.max(z, axis=-1, keepdims=True)) / 2)
+    mean = jnp.cumsum(xs, axis=-1) / k
+    ss = k * (jnp.cumsum(xs * xs, axis=-1) / k - mean * mean)
+    tau = mean - jnp.sqrt(jnp.maximum((1 - ss) / k, 0))
+    support = jnp.sum(tau <= xs, axis=-1, keepdims=True)
+    tau_star = jnp.take_along_axis(tau, support - 1, axis=-1)
+    X = (z - jnp.max(z, axis=-1, keepdims=True)) / 2
+    return jnp.maximum(X - tau_star, 0) ** 2
+
+
+def _entmax_bisect(x, beta, alpha, steps):
+    # alpha-entmax by bisection on the threshold (Blondel et al. 2020): p_i =
+    # [(alpha - 1) z_i - tau]_+^(1/(alpha-1)), tau in [-1, -(1/d)^(alpha-1)] once
+    # max z = 0; `steps` halvings, then normalised.
+    z = beta * x
+    z = z - jnp.max(z, axis=-1, keepdims=True)
+    a, d = alpha - 1, z.shape[-1]
+    lo = jnp.full(z.shape[:-1] + (1,), -1.0, z.dtype)
+    hi = jnp.full_like(lo, -((1 / d) ** a))
+
+    def step(_, bracket):
+        lo, hi = bracket
+        mid = (lo + hi) / 2
+        above = jnp.sum(jnp.maximum(a * z - mid, 0) ** (1 / a), -1, keepdims=True) >= 1
+        return jnp.where(above, mid, lo), jnp.where(above, hi, mid)
+
+    lo, _ = jax.lax.fori_loop(0, steps, step, (lo, hi))
+    u = jnp.maximum(a * z - lo, 0) ** (1 / a)
+    return u / jnp.sum(u, axis=-1, keepdims=True)
+
+
+def _log_sum_relu(x, beta, eps):
+    # d/dx_i (1/beta) log(eps + sum_j relu(1 + beta x_j)) = 1[1 + beta x_i > 0] / (...)
+    r = jnp.maximum(1 + beta * x, 0)
+    inv = 1 / (eps + jnp.sum(r, axis=-1, keepdims=True))
+    return jnp.where(r > 0, inv, 0)
+
+
+def cases() -> list[tuple[str, Callable, Callable]]:
     """(name, module, closed-form activation of a batch) — the closed forms use the
-    module's own parameters, as a user writing the activation by hand would."""
+    module's own parameters, as a user writing the activation by hand would. (One
+    row times a functional Lagrangian in place of a module.)"""
     relu, repu3 = hl.LRelu(), hl.LRepu(n=3)
     exp, rexp, tanh = hl.LExp(), hl.LRexp(), hl.LTanh()
     sigmoid = hl.LSigmoid()
     softmax, softmax_u, ghostmax = hl.LSoftmax(), hl.LSoftmaxUnstable(), hl.LGhostmax()
     ln, sph = hl.LLayerNorm(), hl.LSphericalNorm()
+    sparsemax, lsr = hl.LSparsemax(), hl.LLogSumReLU()
+    entmax15, entmax13 = hl.LEntmax(alpha=1.5), hl.LEntmax(alpha=1.3)
+    steps = int(jnp.finfo(jnp.float32).nmant) + 2  # the library's, in float32
+    sparse = [
+        ("LSparsemax", sparsemax, lambda x: _sparsemax(x, sparsemax.beta)),
+        ("LEntmax(1.5)", entmax15, lambda x: _entmax15(x, entmax15.beta)),
+        # The functional with a Python alpha = 1.5 (concrete at trace time).
+        (
+            "lagr_entmax(1.5)",
+            lambda x: jnp.sum(hl.lagr_entmax(x, alpha=1.5, beta=1.0)),
+            lambda x: _entmax15(x, 1.0),
+        ),
+        (
+            "LEntmax(1.3)",
+            entmax13,
+            lambda x: _entmax_bisect(x, entmax13.beta, 1.3, steps),
+        ),
+        ("LLogSumReLU", lsr, lambda x: _log_sum_relu(x, lsr.beta, lsr.eps)),
+    ]
+    if hasattr(hl, "LNormmax"):
+        sparse += _normmax_cases()
     return [
         ("LIdentity", hl.LIdentity(), lambda x: x),
         ("LRelu", relu, lambda x: jnp.maximum(x, 0)),
@@ -84,7 +176,28 @@ def cases() -> list[tuple[str, hl.Lagrangian, Callable]]:
         ("LGhostmax", ghostmax, lambda x: _ghostmax(x, ghostmax.beta)),
         ("LLayerNorm", ln, lambda x: _layernorm(x, ln.gamma, ln.delta, ln.eps)),
         ("LSphericalNorm", sph, lambda x: _spherical(x, sph.gamma, sph.delta, sph.eps)),
+        *sparse,
     ]
+
+
+def _normmax2(x, beta):
+    # The 2-normmax, sort-based and exact: with y = z - max z, p = q / sum q for
+    # q = [y - tau]_+, where sum_i (y_i - tau)_+^2 = 1 is solved as in `_entmax15`
+    # (on y itself): tau_k = mean_k - sqrt((1 - ss_k) / k) over the k largest.
+    z = beta * x
+    y = z - jnp.max(z, axis=-1, keepdims=True)
+    ys, k = _sorted_prefix(y)
+    mean = jnp.cumsum(ys, axis=-1) / k
+    ss = k * (jnp.cumsum(ys * ys, axis=-1) / k - mean * mean)
+    tau = mean - jnp.sqrt(jnp.maximum((1 - ss) / k, 0))
+    support = jnp.sum(tau <= ys, axis=-1, keepdims=True)
+    q = jnp.maximum(y - jnp.take_along_axis(tau, support - 1, axis=-1), 0)
+    return q / jnp.sum(q, axis=-1, keepdims=True)
+
+
+def _normmax_cases() -> list[tuple[str, Callable, Callable]]:
+    normmax = hl.LNormmax(alpha=2.0)
+    return [("LNormmax(2)", normmax, lambda x: _normmax2(x, normmax.beta))]
 
 
 def _time(f, x) -> float:

@@ -149,6 +149,10 @@ def main():
             flush=True,
         )
     print(
+        "MB: the compiled step's arguments + temporaries (memory_analysis); built: "
+        "the patterns summed into T (--build-up-to); nan: skipped (over --max-gb)."
+    )
+    print(
         f"RandomFeatureMemory step: {min(rf_times):.2f} to {max(rf_times):.2f} ms over "
         f"K (flat: the same computation for every K); build (one-off, {stored} "
         f"patterns summed into T): {build_s:.1f} s."

@@ -45,6 +45,7 @@ from ._log_sum_relu import (
     lagr_log_sum_relu as lagr_log_sum_relu,
     LLogSumReLU as LLogSumReLU,
 )
+from ._normmax import lagr_normmax as lagr_normmax, LNormmax as LNormmax
 
 
 # --- associative memories (neurons, synapses, HAM, dynamics) ---

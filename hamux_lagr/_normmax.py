@@ -53,8 +53,8 @@ from ._validation import (
 
 
 _ALPHA_HINT = (
-    "The normmax is defined for 1 < alpha < inf (alpha -> 1 is the argmax, "
-    "alpha = 2 the 2-norm)."
+    "The normmax is defined for 1 < alpha < inf (it tends to the argmax as alpha "
+    "-> 1); pass e.g. alpha=2.0."
 )
 
 
@@ -94,8 +94,7 @@ def _threshold(y, alpha, axis):
 
 
 def _probabilities(y, alpha, axis):
-    y = lax.stop_gradient(y)
-    alpha = lax.stop_gradient(alpha)
+    # Never differentiated: `_normmax_p`'s rule gives the derivatives.
     tau = _threshold(y, alpha, axis)
     q = jnp.power(jnp.maximum(y - tau, 0), 1 / (alpha - 1))
     return q / jnp.sum(q, axis=axis, keepdims=True)
@@ -224,8 +223,9 @@ def lagr_normmax(
 
     The threshold is found by bisection: `nmant + 2` halvings (54 in float64, 25 in
     float32) of a bracket of width below 1 (the maximum is subtracted first), to the
-    spacing of the floats near it; half precision is computed in float32. The
-    activation agrees with a reference solver to about $10^{-15}$ in float64.
+    spacing of the floats near it; half precision is computed in float32. Against a
+    200-step reference bisection, the activation agrees to about $2\times10^{-16}$ and
+    the value to $10^{-15}$ in float64, both to about $2\times10^{-7}$ in float32.
 
     Derivatives, in custom JVPs: $\partial\mathcal{L}/\partial\beta =
     (\|p^\star\|_\alpha - 1)/\beta^2$ and $\partial\mathcal{L}/\partial\alpha =

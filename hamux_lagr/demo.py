@@ -49,6 +49,24 @@ these rows use a spherical layer (`LSphericalNorm`, $g = x/\lVert x\rVert$) over
 centred image and store the centred, unit-norm digits: the similarity is a cosine, and
 the degree $n$ sharpens it as $\beta$ does for the softmax. The recalled direction is
 rescaled to the median norm of the centred digits to be shown as an image.
+
+**Sparse rows** (`LSparsemax`, Hu et al. 2023; `LEntmax(alpha=1.5)`, Santos et al.
+2024). The softmax memory above with the sparsemax or the 1.5-entmax in place of the
+softmax, read the same way. Their weights have exact zeros: when one pattern is left,
+the read step returns it exactly, a fixed point of the full energy, so these rows read
+only (`--steps` does not apply: settling would sort the $K$ similarities of every query
+at every step, for nothing).
+
+**L2 rows** (`LSoftmax(beta)/l2`, Millidge et al. 2022). A one-channel memory with the
+distance similarity, `DenseMemory(digits, LSoftmax(beta), similarity="l2")`, energy
+$E(x) = -\frac1\beta\log\sum_\mu e^{-\beta\lVert x - p_\mu\rVert^2/2}$. Its energy
+already holds $\tfrac12\lVert x\rVert^2$, so it is descended on its own (no neuron
+layer, whose energy would move the fixed points to half the patterns): one step of
+size 1, $x \leftarrow x - \nabla E(x) = \sum_\mu w_\mu p_\mu$ with
+$w = \operatorname{softmax}(-\tfrac\beta2\lVert x - p_\mu\rVert^2)$ (the read of the
+softmax rows, but with every pixel trusted), then `steps` steps
+of size `dt`. With no confidence channel, the zeros of a masked half count as
+evidence: the rows show what the confidence channel buys.
 """
 
 import argparse
@@ -68,7 +86,8 @@ import numpy as np
 from ._dense_memory import DenseMemory
 from ._dynamics import descend
 from ._ham import HAM
-from ._lagrangians import LIdentity, LRepu, LSoftmax, LSphericalNorm
+from ._lagrangians import Lagrangian, LIdentity, LRepu, LSoftmax, LSphericalNorm
+from ._lagrangians_sparse import LEntmax, LSparsemax
 from ._neurons import NeuronLayer
 
 
@@ -161,12 +180,57 @@ class Recall:
 
 def softmax_memory(images: np.ndarray, beta: float) -> HAM:
     """A one-layer HAM: two-channel identity image layer, `DenseMemory(LSoftmax)`."""
+    return euclidean_memory(images, LSoftmax(beta))
+
+
+def euclidean_memory(images: np.ndarray, lagrangian: Lagrangian) -> HAM:
+    """A one-layer HAM: two-channel identity image layer (pixels, confidence) and
+    `DenseMemory(lagrangian)` of the two-channel patterns $(p, -p^2/2)$."""
     patterns = np.stack([images, -0.5 * images**2], axis=1)  # (K, 2, 64)
     return HAM(
         neurons={"image": NeuronLayer(LIdentity(), (2, images.shape[1]))},
-        synapses={"memory": DenseMemory(jnp.asarray(patterns), LSoftmax(beta))},
+        synapses={"memory": DenseMemory(jnp.asarray(patterns), lagrangian)},
         connections=[(("image",), "memory")],
     )
+
+
+def sparse_lagrangian(name: str, beta: float) -> Lagrangian:
+    """`LSparsemax(beta)` (`name="sparsemax"`) or `LEntmax(1.5, beta)` (`"entmax"`)."""
+    return LSparsemax(beta) if name == "sparsemax" else LEntmax(alpha=1.5, beta=beta)
+
+
+def l2_memory(images: np.ndarray, beta: float) -> DenseMemory:
+    """`DenseMemory(images, LSoftmax(beta), similarity="l2")`, one channel."""
+    return DenseMemory(jnp.asarray(images), LSoftmax(beta), similarity="l2")
+
+
+def recall_l2(
+    memory: DenseMemory, queries, known, hold: bool, *, steps: int, dt: float
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Descends the memory's own energy from the query: one step of size 1 (the
+    read, $x = \Xi^\top p$), then `steps` steps of size `dt`; known pixels of a
+    masked query are clamped."""
+    mask = jnp.asarray(known & hold)
+    final, energies = _recall_l2(memory, jnp.asarray(queries), mask, steps=steps, dt=dt)
+    return np.asarray(final), np.asarray(energies)
+
+
+@eqx.filter_jit
+def _recall_l2(memory: DenseMemory, x0, mask, *, steps: int, dt: float):
+    # One query per call, batched with `jax.vmap`, with its clamp mask.
+    def one(x, held):
+        def step(x, size):
+            x = jnp.where(held, x, x - size * jax.grad(memory)(x))
+            return x, memory(x)
+
+        sizes = jnp.concatenate(
+            [jnp.ones((1,), x.dtype), jnp.full((steps,), dt, x.dtype)]
+        )
+        final, energies = jax.lax.scan(step, x, sizes)
+        # The energy of the query itself, then after the read and each step.
+        return final, jnp.concatenate([memory(x)[None], energies])
+
+    return jax.vmap(one)(x0, mask)
 
 
 def recall_softmax(
@@ -253,6 +317,8 @@ def run(
     *,
     betas: Sequence[float],
     degrees: Sequence[float],
+    sparse_betas: Sequence[float] = (),
+    l2_betas: Sequence[float] = (),
     steps: int,
     dt: float,
     num_queries: int | None,
@@ -270,6 +336,10 @@ def run(
         targets = np.sort(rng.choice(len(images), num_queries, replace=False))
     memories = [(f"LSoftmax(beta={b:g})", "softmax", b) for b in betas]
     memories += [(f"LRepu(n={n:g})", "repu", n) for n in degrees]
+    memories += [(f"LSparsemax(beta={b:g})", "sparsemax", b) for b in sparse_betas] + [
+        (f"LEntmax(alpha=1.5,beta={b:g})", "entmax", b) for b in sparse_betas
+    ]
+    memories += [(f"LSoftmax(beta={b:g})/l2", "l2", b) for b in l2_betas]
     queries = {}
     for kind in CORRUPTIONS:
         queries[kind] = corrupt(images[targets], kind, rng)
@@ -279,9 +349,22 @@ def run(
     for kind, (name, family, param) in bar:
         q, known, hold = queries[kind]
         start = time.perf_counter()
-        if family == "softmax":
-            ham = softmax_memory(images, param)
-            recalled, energies = recall_softmax(ham, q, known, hold, steps=steps, dt=dt)
+        if family in ("softmax", "sparsemax", "entmax"):
+            if family == "softmax":
+                ham = softmax_memory(images, param)
+            else:
+                ham = euclidean_memory(images, sparse_lagrangian(family, param))
+            # A sparse read is the memory's answer: settling (each step sorts the K
+            # similarities of every query) would not move a one-pattern read, a fixed
+            # point of the energy.
+            settle = steps if family == "softmax" else 0
+            recalled, energies = recall_softmax(
+                ham, q, known, hold, steps=settle, dt=dt
+            )
+        elif family == "l2":
+            recalled, energies = recall_l2(
+                l2_memory(images, param), q, known, hold, steps=steps, dt=dt
+            )
         else:
             ham = polynomial_memory(images, param)
             recalled, energies = recall_polynomial(
@@ -326,24 +409,28 @@ def run(
 def format_table(rows: list[dict]) -> str:
     """The results as a fixed-width text table."""
     head = (
-        f"{'corruption':<12} {'memory':<20} {'exact':>6} {'class':>6} "
+        f"{'corruption':<12} {'memory':<28} {'exact':>6} {'class':>6} "
         f"{'pixel err':>9} {'NN exact':>9} {'NN class':>9} {'time':>6}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
-            f"{r['corruption']:<12} {r['memory']:<20} {r['exact']:>6.3f} "
+            f"{r['corruption']:<12} {r['memory']:<28} {r['exact']:>6.3f} "
             f"{r['klass']:>6.3f} {r['pixel_error']:>9.3f} {r['nn_exact']:>9.3f} "
             f"{r['nn_class']:>9.3f} {r['seconds']:>5.1f}s"
         )
     return "\n".join(lines)
 
 
+def _is_two_channel_softmax(memory: str) -> bool:
+    return memory.startswith("LSoftmax") and not memory.endswith("/l2")
+
+
 def best_softmax(rows: list[dict], recalls: list[Recall], kind: str) -> Recall:
     candidates = [
         (r["exact"], rec)
         for r, rec in zip(rows, recalls)
-        if r["corruption"] == kind and rec.memory.startswith("LSoftmax")
+        if r["corruption"] == kind and _is_two_channel_softmax(rec.memory)
     ]
     if not candidates:
         candidates = [
@@ -416,13 +503,15 @@ def draw_figure(rows: list[dict], extra: dict):
                 continue
             gap = np.mean(rec.energies - rec.energies[:, -1:], axis=0)[:-1]
             ax.semilogy(np.maximum(gap, 1e-12), marker=".", label=rec.memory)
-        softmax = any(
-            r.corruption == kind and r.memory.startswith("LSoftmax") for r in recalls
-        )
+        reads = [
+            name
+            for name in ("LSparsemax", "LEntmax", "LSoftmax")
+            if any(r.corruption == kind and r.memory.startswith(name) for r in recalls)
+        ]
         xlabel = "step (0 = the query"
-        if softmax:  # the softmax memories' first step reads with the known pixels
+        if reads:  # these memories' first step is the read, of size 1
             ax.axvline(1, color="0.6", lw=0.8, ls=":", zorder=0)
-            xlabel += "; LSoftmax: 1 = the read step, dt = 1"
+            xlabel += f"; {', '.join(reads)}: 1 = the read step, dt = 1"
         ax.set_title(f"{kind}: energy along the descent", fontsize=9)
         ax.set_xlabel(xlabel + ")", fontsize=8)
         ax.set_ylabel("mean $E(t) - E(T)$", fontsize=8)
@@ -448,7 +537,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--lagrangian",
-        choices=["all", "softmax", "repu"],
+        choices=["all", "softmax", "repu", "sparse", "l2"],
         default="all",
         help="which memory Lagrangians to run (default: all)",
     )
@@ -465,6 +554,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         nargs="+",
         default=[20.0],
         help="degrees of the LRepu memories (default: 20)",
+    )
+    parser.add_argument(
+        "--sparse-beta",
+        type=float,
+        nargs="+",
+        default=[100.0],
+        help=(
+            "inverse temperatures of the LSparsemax and LEntmax(alpha=1.5) memories "
+            "(default: 100)"
+        ),
+    )
+    parser.add_argument(
+        "--l2-beta",
+        type=float,
+        nargs="+",
+        default=[100.0],
+        help=(
+            'inverse temperatures of the LSoftmax memories with similarity="l2" '
+            "(default: 100)"
+        ),
     )
     parser.add_argument(
         "--steps", type=int, default=20, help="Euler steps of the descent (default: 20)"
@@ -493,8 +602,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="a fast smoke run: 200 queries, 5 steps (for tests)",
     )
     args = parser.parse_args(argv)
-    if not all(math.isfinite(b) and b > 0 for b in args.beta):
-        parser.error(f"`--beta` must be positive and finite, got {args.beta}")
+    for option, values in (
+        ("--beta", args.beta),
+        ("--sparse-beta", args.sparse_beta),
+        ("--l2-beta", args.l2_beta),
+    ):
+        if not all(math.isfinite(b) and b > 0 for b in values):
+            parser.error(f"`{option}` must be positive and finite, got {values}")
     if not all(math.isfinite(n) and n >= 1 for n in args.n):
         parser.error(
             "`--n` must be finite and >= 1 (a RePU of degree < 1 is not convex), "
@@ -564,10 +678,14 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         ) from None
     betas = args.beta if args.lagrangian in ("all", "softmax") else []
     degrees = args.n if args.lagrangian in ("all", "repu") else []
+    sparse_betas = args.sparse_beta if args.lagrangian in ("all", "sparse") else []
+    l2_betas = args.l2_beta if args.lagrangian in ("all", "l2") else []
     total = time.perf_counter()
     rows, extra = run(
         betas=betas,
         degrees=degrees,
+        sparse_betas=sparse_betas,
+        l2_betas=l2_betas,
         steps=args.steps,
         dt=args.dt,
         num_queries=args.queries,

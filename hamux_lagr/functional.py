@@ -22,3 +22,4 @@ from ._functional_sparse import (
     lagr_sparsemax as lagr_sparsemax,
 )
 from ._log_sum_relu import lagr_log_sum_relu as lagr_log_sum_relu
+from ._normmax import lagr_normmax as lagr_normmax

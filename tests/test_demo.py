@@ -57,6 +57,8 @@ def test_help(tmp_path):
         "--steps",
         "--dt",
         "--lagrangian",
+        "--sparse-beta",
+        "--l2-beta",
         "--output",
         "--quick",
     ):
@@ -72,11 +74,28 @@ def test_quick_run_prints_the_table_and_writes_the_figure(tmp_path):
     output = tmp_path / "figure" / "demo.png"
     assert result.returncode == 0, result.stderr
     rows = parse_table(result.stdout)
-    memories = ["LSoftmax(beta=10)", "LSoftmax(beta=100)", "LRepu(n=20)"]
+    memories = [
+        "LSoftmax(beta=10)",
+        "LSoftmax(beta=100)",
+        "LRepu(n=20)",
+        "LSparsemax(beta=100)",
+        "LEntmax(alpha=1.5,beta=100)",
+        "LSoftmax(beta=100)/l2",
+    ]
     assert set(rows) == {(k, m) for k in ("half-masked", "30% noise") for m in memories}
     for row in rows.values():
         for key in ("exact", "class", "nn_exact", "nn_class"):
             assert 0.0 <= row[key] <= 1.0
+    # The sparse memories read the nearest stored digit: at the ceiling.
+    for kind in ("half-masked", "30% noise"):
+        for memory in ("LSparsemax(beta=100)", "LEntmax(alpha=1.5,beta=100)"):
+            row = rows[(kind, memory)]
+            assert row["exact"] == row["nn_exact"] and row["class"] == row["nn_class"]
+    # With the distance similarity the noisy digits are read at the ceiling too; a
+    # masked half counts as evidence without the confidence channel.
+    noisy_l2 = rows[("30% noise", "LSoftmax(beta=100)/l2")]
+    assert noisy_l2["exact"] >= noisy_l2["nn_exact"] - 0.03
+    assert rows[("half-masked", "LSoftmax(beta=100)/l2")]["exact"] < 0.5
     # Even on 200 queries and 5 steps the best memory inpaints and denoises.
     best_masked = rows[("half-masked", "LSoftmax(beta=100)")]
     best_noisy = rows[("30% noise", "LSoftmax(beta=100)")]
@@ -130,6 +149,8 @@ def test_bad_arguments_are_usage_errors(tmp_path):
             "`--beta` must be positive and finite, got [10.0, inf]",
         ),
         (["--beta", "0"], "`--beta` must be positive and finite"),
+        (["--sparse-beta", "0"], "`--sparse-beta` must be positive and finite"),
+        (["--l2-beta", "nan"], "`--l2-beta` must be positive and finite, got [nan]"),
         (["--n", "0.5"], "`--n` must be finite and >= 1"),
         (["--n", "inf"], "`--n` must be finite and >= 1"),
         (["--n", "nan"], "`--n` must be finite and >= 1"),
@@ -285,3 +306,44 @@ def test_nearest_uses_known_pixels_only():
         demo.nearest(np.array([[0.5, 9.0, 9.0, 9.0]], np.float32), patterns, tie)[0]
         == 0
     )
+
+
+@needs_examples
+@pytest.mark.parametrize("family", ["sparsemax", "entmax"])
+def test_sparse_memory_recalls_clean_patterns_exactly(family):
+    # Every stored digit, queried as it is, is read back exactly: one weight is left.
+    from hamux_lagr import demo
+
+    images, _ = demo.load_data()
+    images = images[:300]
+    ham = demo.euclidean_memory(images, demo.sparse_lagrangian(family, 100.0))
+    known = np.ones(images.shape, bool)
+    recalled, energies = demo.recall_softmax(ham, images, known, False, steps=0, dt=0.1)
+    assert np.array_equal(recalled, images)
+    assert energies.shape == (len(images), 2)  # the query, then the read
+    assert np.all(energies[:, 1] <= energies[:, 0] + 1e-5)
+
+
+@needs_examples
+def test_l2_memory_reads_the_weighted_patterns_and_descends():
+    # The read step of the distance memory is x = Xi^T softmax(-beta/2 |x - xi|^2),
+    # and the energy never rises along the descent; clamped pixels stay put.
+    from hamux_lagr import demo
+
+    images, _ = demo.load_data()
+    images, queries = images[:200], images[200:240]
+    memory = demo.l2_memory(images, 10.0)
+    known = np.zeros(queries.shape, bool)
+    read, energies = demo.recall_l2(memory, queries, known, False, steps=0, dt=0.1)
+    d2 = ((queries[:, None] - images[None]) ** 2).sum(-1)
+    logits = -5.0 * d2
+    w = np.exp(logits - logits.max(1, keepdims=True))
+    expected = (w / w.sum(1, keepdims=True)) @ images
+    np.testing.assert_allclose(read, expected, rtol=1e-4, atol=1e-5)
+    assert energies.shape == (len(queries), 2)
+
+    known[:, :32] = True
+    final, energies = demo.recall_l2(memory, queries, known, True, steps=5, dt=0.1)
+    assert np.array_equal(final[:, :32], queries[:, :32])
+    assert energies.shape == (len(queries), 7)
+    assert np.all(np.diff(energies, axis=1) <= 1e-5)

@@ -60,6 +60,22 @@ CLAIMS = {
         r"^clamped tokens unchanged: True$",
         r"^Tsit5 energy never rises: True$",
     ],
+    "05_sparse_and_distance_memories": [
+        # softmax: a blur of every digit; sparsemax: one digit, exactly
+        r"^LSoftmax +1797\.0 +0\.000 +0\.0\d+$",
+        r"^LEntmax\(alpha=1\.5\) +1\.\d +0\.[89]\d\d +0\.00\d+$",
+        r"^LSparsemax +1\.0 +0\.99\d +0\.000\d$",
+        r"^LNormmax\(alpha=2\) +1\.\d +0\.9\d\d +0\.000\d$",
+        # the distance reaches the nearest-neighbour ceiling on noise, the dot does not
+        r"^30% noise +dot, LSoftmax\(beta=100\) +0\.0\d\d +0\.\d+$",
+        r"^30% noise +l2, LSoftmax\(beta=100\) +0\.694 +0\.952$",
+        r"^30% noise +nearest neighbour +0\.694 +0\.952$",
+        r"^half-masked +nearest neighbour +1\.000 +1\.000$",
+        r"^6 stored patterns; 11 minima: 6 stored, 5 emergent$",
+        r"^each is a local minimum: True$",
+        r"^log-log slope of the energy error: -0\.(4[5-9]|5[0-5]) ",
+        r"^parameters of the random-feature memory: 1024 ",
+    ],
 }
 
 

@@ -261,6 +261,21 @@ def test_large_inputs_are_finite_and_exact(jitted, dtype):
                 ), (name, beta)
 
 
+def test_minus_infinity_entries_are_masked_out():
+    # A -inf entry (a masked logit) gets exactly 0 and leaves the rest unchanged.
+    x = jnp.asarray([0.3, -jnp.inf, 0.9, 0.85, -0.1, 0.55])
+    finite = jnp.asarray(X[[0, 2, 3, 4, 5]])
+    for f in (
+        lambda x: lagr_sparsemax(x, 2.0),
+        lambda x: lagr_entmax(x, 1.5, 2.0),
+        lambda x: lagr_entmax(x, 1.3, 2.0),
+    ):
+        v, g = jax.value_and_grad(lambda x: jnp.sum(f(x)))(x)
+        assert tree_allclose(v, jnp.sum(f(finite)), rtol=1e-14)
+        assert float(g[1]) == 0.0
+        assert tree_allclose(jnp.delete(g, 1), act(f)(finite), atol=1e-14)
+
+
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float16, jnp.bfloat16])
 def test_low_precision_keeps_the_dtype(dtype):
     x = jnp.asarray(X * 3, dtype)

@@ -46,6 +46,11 @@ GALLERY = [
     ("LGhostmax(beta=1)", hl.LGhostmax(beta=1.0), True),
     ("LLayerNorm()", hl.LLayerNorm(), True),
     ("LSphericalNorm()", hl.LSphericalNorm(), True),
+    ("LSparsemax(beta=1)", hl.LSparsemax(beta=1.0), True),
+    ("LEntmax(alpha=1.5)", hl.LEntmax(alpha=1.5), True),
+    ("LNormmax(alpha=2)", hl.LNormmax(alpha=2.0), True),
+    # Not convex: a memory's separation (of similarities), not a layer's Lagrangian.
+    ("LLogSumReLU(beta=1)", hl.LLogSumReLU(beta=1.0), True),
 ]
 
 
