@@ -122,26 +122,35 @@ def _entmax15_tau(y, axis):
 # Jitted: outside `jax.jit`, an eager `fori_loop` would trace its loop again at every
 # call.
 @ft.partial(jax.jit, static_argnums=2)
-def _bisect_tau(y, alpha, axis):
-    # p_i = [(alpha - 1) y_i - tau]_+^{1/(alpha-1)}, sum_i p_i = 1. With max(y) = 0:
-    # tau = -1 gives sum p >= 1, tau = -(1/d)^(alpha-1) gives sum p <= 1.
-    a = alpha - 1
-    xa = a * y
-    d = y.shape[axis]
-    shape = _reduced_shape(y.shape, axis)
-    inv = 1 / a
-    lo = jnp.full(shape, -1, y.dtype)
-    hi = jnp.broadcast_to(-jnp.power(jnp.asarray(1 / d, y.dtype), a), shape)
+def bisect_threshold(z, exponent, axis):
+    """The threshold `tau` with `sum_i max(z_i - tau, 0)**exponent = 1` along `axis`,
+    for `max(z) = 0`: the mass falls with `tau`, is >= 1 at `tau = -1` (the maximum
+    alone gives 1) and <= 1 at `tau = -(1/d)**(1/exponent)` (each of the `d` terms is
+    at most 1/d). Bisection, `bisection_steps` halvings; returns the lower end, where
+    the mass is at least 1 (so the support is never empty). Shared by entmax and
+    normmax."""
+    d = z.shape[axis]
+    shape = _reduced_shape(z.shape, axis)
+    lo = jnp.full(shape, -1, z.dtype)
+    hi = jnp.broadcast_to(-jnp.power(jnp.asarray(1 / d, z.dtype), 1 / exponent), shape)
 
     def step(_, bracket):
         lo, hi = bracket
         mid = (lo + hi) / 2
-        mass = jnp.sum(jnp.power(jnp.maximum(xa - mid, 0), inv), axis, keepdims=True)
+        mass = jnp.sum(
+            jnp.power(jnp.maximum(z - mid, 0), exponent), axis, keepdims=True
+        )
         above = mass >= 1
         return jnp.where(above, mid, lo), jnp.where(above, hi, mid)
 
-    lo, _ = lax.fori_loop(0, bisection_steps(y.dtype), step, (lo, hi))
+    lo, _ = lax.fori_loop(0, bisection_steps(z.dtype), step, (lo, hi))
     return lo
+
+
+def _bisect_tau(y, alpha, axis):
+    # p_i = [(alpha - 1) y_i - tau]_+^{1/(alpha-1)}, sum_i p_i = 1, with max(y) = 0.
+    a = alpha - 1
+    return bisect_threshold(a * y, 1 / a, axis)
 
 
 def _probabilities(y, alpha, solver, axis):

@@ -31,13 +31,12 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 from jaxtyping import Array, Float
 
 from ._axis_ops import axis_dot
 from ._custom_types import ParamLike, Scalar, StateLike
 from ._functional_softmax import _reduced_shape
-from ._functional_sparse import _compute_dtype, _safe_log, _shifted, bisection_steps
+from ._functional_sparse import _compute_dtype, _safe_log, _shifted, bisect_threshold
 from ._jvp import tangent_sum
 from ._lagrangians import _evaluated_beta, _min_beta, Lagrangian
 from ._validation import (
@@ -72,25 +71,8 @@ def _alpha_requirement(where: str) -> str:
 
 
 def _threshold(y, alpha, axis):
-    # sum_i (y_i - tau)_+^k = 1, k = alpha / (alpha - 1), with max(y) = 0. The mass
-    # decreases in tau: tau = -1 gives mass >= 1 (the maximum contributes 1), and
-    # tau = -(1/d)^(1/k) mass <= 1 (each of the d terms is at most (-tau)^k = 1/d).
-    k = alpha / (alpha - 1)
-    d = y.shape[axis]
-    shape = _reduced_shape(y.shape, axis)
-    lo = jnp.full(shape, -1, y.dtype)
-    hi = jnp.broadcast_to(-jnp.power(jnp.asarray(1 / d, y.dtype), 1 / k), shape)
-
-    def step(_, bracket):
-        lo, hi = bracket
-        mid = (lo + hi) / 2
-        mass = jnp.sum(jnp.power(jnp.maximum(y - mid, 0), k), axis, keepdims=True)
-        above = mass >= 1
-        return jnp.where(above, mid, lo), jnp.where(above, hi, mid)
-
-    lo, _ = lax.fori_loop(0, bisection_steps(y.dtype), step, (lo, hi))
-    # The lower end: the mass is at least 1 there, so the support is not empty.
-    return lo
+    # sum_i (y_i - tau)_+^k = 1, k = alpha / (alpha - 1), with max(y) = 0.
+    return bisect_threshold(y, alpha / (alpha - 1), axis)
 
 
 def _probabilities(y, alpha, axis):
