@@ -9,7 +9,10 @@ XLA's CPU backend the first runs about 10-15% faster). Runs are interleaved in o
 process; each row gives median times and the median of the per-round ratios (each
 round runs the functions back to back, so slow drifts of the machine's load cancel).
 
-Ours is `jax.vmap` of the one-sample `hl.descend` over the batch of queries.
+Ours is `jax.vmap` of the one-sample `hl.descend` over the batch of queries: it returns
+an `hl.Solution` (final states, energy trace, steps, residual, convergence and
+finiteness flags), with the default checks (`throw=True`: a state that turns NaN or
+infinite raises, naming the first bad step), all of it in the timed, jitted function.
 
 1. retrieval, T=20 Euler steps, dt=0.1: ours / hand-written (target <= 1.05), with the
    energy trace against a loop that also computes the energy, and without;
@@ -116,19 +119,20 @@ def hand_loss(patterns, queries, clean, beta, layout="KB"):
 
 
 def ours_retrieve(ham, queries, *, trace=False):
-    # `descend` acts on one sample; the batch is its `jax.vmap`.
-    xs, energies = jax.vmap(
+    # `descend` acts on one sample; the batch is its `jax.vmap`. The whole Solution
+    # is returned, computed with the default checks (`throw=True`).
+    sol = jax.vmap(
         lambda q: hl.descend(ham, {"v": q}, steps=T_RETRIEVE, dt=DT, trace=trace)
     )(queries)
-    return xs["v"], energies
+    return sol.xs["v"], sol
 
 
 def ours_loss(patterns, ham, queries, clean):
     ham = eqx.tree_at(lambda h: h.synapses["memory"].patterns, ham, patterns)
-    xs, _ = jax.vmap(
+    sol = jax.vmap(
         lambda q: hl.descend(ham, {"v": q}, steps=T_TRAIN, dt=DT, trace=False)
     )(queries)
-    return jnp.mean((xs["v"] - clean) ** 2)
+    return jnp.mean((sol.xs["v"] - clean) ** 2)
 
 
 # ----------------------------------------------------------------------------------
@@ -229,7 +233,10 @@ def bench_retrieval(beta, reps):
     hand = jax.jit(hand_retrieve, static_argnums=(2, 3))
     hand_e = jax.jit(hand_retrieve_energy, static_argnums=(2, 3))
     # Same arithmetic, same answer.
-    x_ours, e_ours = ours(ham, queries, trace=True)
+    x_ours, sol = ours(ham, queries, trace=True)
+    e_ours = sol.energies
+    assert bool(jnp.all(sol.finite)) and sol.energies.shape == (B, T_RETRIEVE + 1)
+    assert bool(jnp.all(sol.num_steps == T_RETRIEVE))
     for layout in LAYOUTS:
         x_hand, e_hand = hand_e(patterns, queries, beta, layout)
         assert jnp.allclose(x_ours, x_hand, atol=1e-4), "ours and hand-written differ"
@@ -312,10 +319,10 @@ def bench_fixed_point(beta, reps):
 
     def run(ham, queries, dt, solver=None):
         def one(q):
-            xs, _ = hl.descend(
+            sol = hl.descend(
                 ham, {"v": q}, steps=10_000, dt=dt, tol=TOL, trace=False, solver=solver
             )
-            return xs["v"]
+            return sol.xs["v"]
 
         return jax.vmap(one)(queries)
 

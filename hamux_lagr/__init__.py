@@ -54,9 +54,13 @@ from ._attention import AttentionSynapse as AttentionSynapse
 from ._conv import ConvSynapse as ConvSynapse, PoolSynapse as PoolSynapse
 from ._dense_memory import DenseMemory as DenseMemory
 from ._dynamics import descend as descend
+from ._export import to_jax_export as to_jax_export, to_onnx as to_onnx
+from ._fixed_point import fixed_point as fixed_point
 from ._ham import HAM as HAM
 from ._neurons import NeuronLayer as NeuronLayer
 from ._random_features import RandomFeatureMemory as RandomFeatureMemory
+from ._sharding import shard as shard, shard_states as shard_states
+from ._solution import Solution as Solution
 from ._synapses import (
     BiasSynapse as BiasSynapse,
     LinearSynapse as LinearSynapse,

@@ -13,6 +13,7 @@ from jax import lax
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from ._chunked import check_chunkable, streamed_energy
 from ._custom_types import Scalar
 from ._lagrangians import Lagrangian
 from ._synapses import AnyArray, as_activations, ShapeLike, SizeLike, Synapse
@@ -73,14 +74,44 @@ class DenseMemory(Synapse):
       learnable.
     - `similarity`: `"dot"` (default) for $s_\mu = \langle\xi_\mu, g\rangle$, or
       `"l2"` for $s_\mu = -\tfrac12\lVert g - \xi_\mu\rVert^2$ (static).
+    - `chunk_size`: `None` (default) to compute the $K$ similarities at once, or a
+      positive int $c$ to stream the energy and its gradients over the patterns $c$
+      at a time (static; see below).
+
+    Streamed similarities (`chunk_size=c`): a batch of $B$ states against $K$
+    patterns holds a $(K, B)$ matrix of similarities; with a chunk size, the energy
+    walks over the patterns $c$ at a time in a `jax.checkpoint`-ed `lax.scan`,
+    keeping running statistics only (an online log-sum-exp for `LSoftmax`,
+    `LSoftmaxUnstable` and `LGhostmax`; a running sum for the separable `LIdentity`,
+    `LRelu`, `LRepu`, `LExp`, `LRexp`, `LTanh`, `LSigmoid` and for `LLogSumReLU`),
+    so that peak memory is $O(B \times c)$, in the energy, in its gradient in the
+    state (one pass, two products per chunk, like the unchunked memory) and under
+    `jax.grad` in the patterns and the Lagrangian's parameters (the chunks'
+    similarities are recomputed, not stored). The numbers equal the unchunked
+    memory's to float rounding; `K` need not be a multiple of `c` (a `c` that
+    divides `K` keeps sharded patterns local), and `c >= K` is the unchunked memory.
+    Lagrangians that couple all the memories (`LSparsemax`, `LEntmax`, `LNormmax`,
+    `LLayerNorm`, `LSphericalNorm`), the user's own Lagrangians and Lagrangian
+    parameters that are not scalars are refused with a `ValueError`.
+    `similarities(g)` still returns all $K$ of them. See the "Scaling out" page of
+    the documentation.
+
+    Token-wise: on a layer of tokens (state of shape `(N, D)` with patterns of shape
+    `(K, D)`), each token meets the memory on its own and the energies add up, as in
+    the Energy Transformer's Hopfield module: `DenseMemory(patterns, LRelu())`.
     """
 
     patterns: Float[Array, "K ..."]
     lagrangian: Lagrangian
     similarity: str = eqx.field(static=True)
+    chunk_size: int | None = eqx.field(static=True)
 
     def __init__(
-        self, patterns: ArrayLike, lagrangian: Lagrangian, similarity: str = "dot"
+        self,
+        patterns: ArrayLike,
+        lagrangian: Lagrangian,
+        similarity: str = "dot",
+        chunk_size: SizeLike | None = None,
     ):
         if similarity not in ("dot", "l2"):
             raise ValueError(
@@ -109,27 +140,34 @@ class DenseMemory(Synapse):
                 f"{type(lagrangian).__name__}."
             )
         self.lagrangian = lagrangian
-
-    def similarities(self, g: Float[AnyArray, "..."]) -> Float[Array, " K"]:
-        r"""The similarities of the activations to each stored pattern.
-
-        **Arguments:**
-
-        - `g`: the layer's activations, of shape `patterns.shape[1:]`.
-
-        **Returns:**
-
-        The `K` similarities, the memory layer's state: the overlaps
-        $\langle\xi_\mu, g\rangle$ (`similarity="dot"`), or
-        $-\tfrac12\lVert g - \xi_\mu\rVert^2$ (`similarity="l2"`).
-        """
-        (g,) = as_activations("DenseMemory", g=g)
-        if g.shape != self.patterns.shape[1:]:
-            raise ValueError(
-                f"`DenseMemory` with `patterns` of shape {self.patterns.shape} stores "
-                f"patterns of shape {self.patterns.shape[1:]}, but got activations of "
-                f"shape {g.shape}; the patterns must have the layer's shape."
+        if chunk_size is not None:
+            chunk_size = static_int(
+                chunk_size,
+                "chunk_size",
+                "DenseMemory",
+                lower=1,
+                hint="It is the number of patterns whose similarities are held at "
+                "once; pass `None` to hold all of them.",
             )
+            check_chunkable(lagrangian, "DenseMemory")
+        self.chunk_size = chunk_size
+
+    def _token_shape(self, g: Array) -> tuple[int, ...]:
+        """The leading (token) axes of `g` before the pattern shape; `()` for one
+        pattern-shaped activation. Raises for any other shape."""
+        shape = self.patterns.shape[1:]
+        lead = g.ndim - len(shape)
+        if lead >= 0 and g.shape[lead:] == shape:
+            return g.shape[:lead]
+        raise ValueError(
+            f"`DenseMemory` with `patterns` of shape {self.patterns.shape} stores "
+            f"patterns of shape {shape}, but got activations of shape {g.shape}; the "
+            f"activations must have the patterns' shape {shape}, or be tokens of it, "
+            f"shape (num_tokens, {', '.join(map(str, shape))})."
+        )
+
+    def _similarities(self, g: Array) -> Array:
+        """The `K` similarities of one pattern-shaped activation."""
         # Patterns first: under `jax.vmap` a batch's similarities come out as
         # (K, batch), the layout of `patterns @ queries.T`, which XLA's CPU matmuls
         # run about 10% faster than (batch, K) (see `benchmarks/bench_memory.py`).
@@ -154,18 +192,64 @@ class DenseMemory(Synapse):
         aug_g = jnp.concatenate([v, half[None], (half * jnp.sum(v * v))[None]])
         return lax.dot_general(aug_patterns, aug_g, (((1,), (0,)), ((), ())))
 
-    def __call__(self, g: Float[AnyArray, "..."]) -> Scalar:
-        r"""The energy $-\mathcal{L}(s(g))$ of the similarities $s$.
+    def similarities(self, g: Float[AnyArray, "..."]) -> Float[Array, "*tokens K"]:
+        r"""The similarities of the activations to each stored pattern.
 
         **Arguments:**
 
-        - `g`: the layer's activations, of shape `patterns.shape[1:]`.
+        - `g`: the layer's activations, of shape `patterns.shape[1:]`, or tokens of
+          it, of shape `(N, *patterns.shape[1:])` (any number of leading axes).
+
+        **Returns:**
+
+        The `K` similarities (per token: shape `(N, K)`), the memory layer's state:
+        the overlaps $\langle\xi_\mu, g\rangle$ (`similarity="dot"`), or
+        $-\tfrac12\lVert g - \xi_\mu\rVert^2$ (`similarity="l2"`).
+        """
+        (g,) = as_activations("DenseMemory", g=g)
+        tokens = self._token_shape(g)
+        if not tokens:
+            return self._similarities(g)
+        flat = g.reshape(-1, *self.patterns.shape[1:])
+        sims = jax.vmap(self._similarities)(flat)
+        return sims.reshape(*tokens, sims.shape[-1])
+
+    def __call__(self, g: Float[AnyArray, "..."]) -> Scalar:
+        r"""The energy $-\mathcal{L}(s(g))$ of the similarities $s$.
+
+        Given tokens (activations of shape `(N, *patterns.shape[1:])`), each token
+        meets the memory on its own and the energies add up,
+        $E = -\sum_n \mathcal{L}(s(g_n))$: the Hopfield module of the Energy
+        Transformer (Hoover et al. 2023) with `LRelu()`.
+
+        **Arguments:**
+
+        - `g`: the layer's activations, of shape `patterns.shape[1:]`, or tokens of
+          it (leading axes).
 
         **Returns:**
 
         The scalar energy.
         """
-        return -self.lagrangian(self.similarities(g))
+        (g,) = as_activations("DenseMemory", g=g)
+        tokens = self._token_shape(g)
+        if not tokens:
+            return self._energy(g)
+        flat = g.reshape(-1, *self.patterns.shape[1:])
+        return jnp.sum(jax.vmap(self._energy)(flat))
+
+    def _energy(self, g: Array) -> Array:
+        """The energy of one pattern-shaped activation."""
+        if self.chunk_size is None or self.chunk_size >= self.patterns.shape[0]:
+            # One chunk holds every pattern: nothing to stream.
+            return -self.lagrangian(self._similarities(g))
+        return streamed_energy(
+            self.lagrangian,
+            self.patterns,
+            g,
+            chunk_size=self.chunk_size,
+            similarity=self.similarity,
+        )
 
     @classmethod
     def random(
@@ -176,6 +260,7 @@ class DenseMemory(Synapse):
         *,
         key: PRNGKeyArray,
         similarity: str = "dot",
+        chunk_size: SizeLike | None = None,
         dtype=None,
     ) -> "DenseMemory":
         r"""A `DenseMemory` with random unit-norm patterns.
@@ -189,6 +274,7 @@ class DenseMemory(Synapse):
         - `lagrangian`: the memory Lagrangian, e.g. `LSoftmax(beta=10.0)`.
         - `key`: a JAX PRNG key (keyword-only).
         - `similarity`: `"dot"` or `"l2"`, as in `DenseMemory`.
+        - `chunk_size`: `None` or a positive int, as in `DenseMemory`.
         - `dtype`: the floating dtype; by default JAX's default float.
 
         **Returns:**
@@ -202,7 +288,7 @@ class DenseMemory(Synapse):
         dims = tuple(range(1, len(shape) + 1))
         xi = jax.random.normal(key, (num_memories, *shape), float_dtype(dtype))
         xi = xi / jnp.sqrt(jnp.sum(xi**2, axis=dims, keepdims=True))
-        return cls(xi, lagrangian, similarity)
+        return cls(xi, lagrangian, similarity, chunk_size)
 
 
 __all__ = ["DenseMemory"]

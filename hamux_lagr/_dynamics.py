@@ -5,17 +5,17 @@ Along these dynamics $\dot E = -\sum_\ell \tau_\ell^{-1} \langle \partial E/\par
 convex), so the energy never rises (Krotov & Hopfield 2021; Hoover et al. 2022).
 """
 
-import functools as ft
-from collections.abc import Mapping
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from equinox.internal import unvmap_any
 from jax import lax
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, Float
 
 from ._ham import HAM, prepare_states, States, StatesLike
+from ._masks import all_finite, check_clamp, Clamp, euler_step, residual
+from ._solution import Solution
 from ._validation import (
     concrete_value,
     positive_scalar,
@@ -24,7 +24,6 @@ from ._validation import (
 )
 
 
-_Clamp = Mapping[str, bool | Bool[Array, "..."] | np.ndarray]
 _WHERE = "descend"
 # Up to this many steps, a non-finite state found under `jax.jit` is reported with its
 # step (one message per step); beyond, without it.
@@ -43,57 +42,6 @@ def _check_dt(dt: object) -> Array:
 
 
 _DT_HINT = "Use a small step such as `dt=0.1` (in units of the layers' `tau`)."
-
-
-def _check_clamp(ham: HAM, clamp: object) -> dict:
-    """Each layer's mask: `None` (free), `True` (all held) or a boolean array of the
-    layer's shape."""
-    masks: dict = {name: None for name in ham.neurons}
-    if clamp is None:
-        return masks
-    if not isinstance(clamp, Mapping):
-        raise TypeError(
-            "`clamp` must be a dict from layer name to a boolean mask (or True) in "
-            f"`descend`, got {type(clamp).__name__}."
-        )
-    for name, mask in clamp.items():
-        if name not in ham.neurons:
-            raise ValueError(
-                f"`clamp` names the unknown layer {name!r}; the layers are "
-                f"{list(ham.neurons)}."
-            )
-        shape = ham.neurons[name].shape
-        if isinstance(mask, (bool, np.bool_)):
-            masks[name] = True if mask else None
-            continue
-        try:
-            mask = jnp.asarray(mask)
-        except (TypeError, ValueError) as e:
-            raise TypeError(
-                f"`clamp[{name!r}]` must be True or a boolean array, got "
-                f"{type(mask).__name__}."
-            ) from e
-        if mask.dtype != jnp.bool_:
-            raise TypeError(
-                f"`clamp[{name!r}]` must be a boolean mask (True = held fixed), got "
-                f"dtype {mask.dtype}; pass e.g. `mask.astype(bool)`."
-            )
-        if mask.shape != shape:
-            batched = mask.ndim == len(shape) + 1 and mask.shape[1:] == shape
-            raise ValueError(
-                f"`clamp[{name!r}]` has shape {mask.shape}, but layer {name!r} has "
-                f"shape {shape}: give a mask of shape {shape}, or True to hold the "
-                "whole layer."
-                + (
-                    " `descend` acts on one sample: map per-sample masks with "
-                    "`jax.vmap`, e.g. `jax.vmap(lambda x, m: hl.descend(ham, x, "
-                    f"steps=20, dt=0.1, clamp={{{name!r}: m}}))(xs, masks)`."
-                    if batched
-                    else ""
-                )
-            )
-        masks[name] = mask
-    return masks
 
 
 def _check_solver(solver, stepsize_controller, max_steps):
@@ -169,80 +117,45 @@ def _rates(ham: HAM, dt: Array, xs: States) -> dict:
     }
 
 
-def _step(ham: HAM, masks: dict, rates: dict, xs: States, dEdg: States) -> States:
-    """One Euler step `x - dt / tau * dE/dg`, holding the clamped neurons."""
-    out = {}
-    for name in ham.neurons:
-        x, mask = xs[name], masks[name]
-        if mask is True:
-            out[name] = x
-            continue
-        new = x - rates[name] * dEdg[name]
-        out[name] = new if mask is None else jnp.where(mask, x, new)
-    return out
-
-
-def _residual(ham: HAM, masks: dict, dEdg: States) -> Float[Array, ""]:
-    """max |dE/dg| over the free neurons (0 when none is free)."""
-    out = None
-    for name in ham.neurons:
-        d, mask = dEdg[name], masks[name]
-        if mask is True or d.size == 0:
-            continue
-        if mask is not None:
-            d = jnp.where(mask, jnp.zeros((), d.dtype), d)
-        # `max` propagates NaN, so a non-finite gradient is never "converged".
-        res = jnp.max(jnp.abs(d))
-        out = res if out is None else jnp.maximum(out, res.astype(out.dtype))
-    if out is None:
-        return jnp.zeros((), jnp.result_type(float))
-    return out
-
-
-def _all_finite(xs: States) -> Array:
-    return ft.reduce(
-        jnp.logical_and,
-        [jnp.all(jnp.isfinite(x)) for x in xs.values()],
-        jnp.array(True),
-    )
-
-
 _NO_BAD = -1
 
 
 def _first_bad(bad: Array, t: Array, xs: States) -> Array:
     """`bad` (the first step with a non-finite state, or -1) after step `t`."""
-    return jnp.where((bad < 0) & ~_all_finite(xs), t, bad)
+    return jnp.where((bad < 0) & ~all_finite(xs), t, bad)
 
 
-def _euler(ham, xs, masks, rates, *, steps, trace, tol, check_finite):
-    """Fixed-step Euler on one sample: returns `(xs, energies | None, bad_step)`."""
+def _euler(ham, xs, masks, rates, *, steps, trace, tol, throw):
+    """Fixed-step Euler on one sample: returns `(xs, energies | None, bad_step,
+    num_steps, dEdg)`, `dEdg` at the final states, `bad_step` the first step with a
+    non-finite state (-1 if none; with `throw=False` only whether there is one)."""
     int32 = jnp.int32
-    bad = jnp.array(_NO_BAD, int32)
-    if check_finite:
-        bad = _first_bad(bad, jnp.array(0, int32), xs)
     if tol is None:
-        # The step counter and the first non-finite step are carried only when
-        # `check_finite` asks for them: the default loop is the bare update.
-        def body(carry, _):
-            x, bad, t = carry
+        # With `throw`, the first step with a non-finite state is tracked; without,
+        # the final states tell whether there was one (a non-finite free neuron stays
+        # non-finite: x - r * dE/dg), and the loop is the bare update.
+        def body(carry, t):
+            x, bad = carry
             if trace:
                 energy, dEdg = ham.energy_and_dEdg(x)
             else:
                 energy, dEdg = None, ham.dEdg(x)
-            x = _step(ham, masks, rates, x, dEdg)
-            if check_finite:
-                t = t + jnp.array(1, int32)
-                bad = _first_bad(bad, t, x)
-            return (x, bad, t), energy
+            x = euler_step(masks, rates, x, dEdg)
+            return (x, None if bad is None else _first_bad(bad, t, x)), energy
 
-        carry = (xs, bad, jnp.array(0, int32)) if check_finite else (xs, None, None)
-        (xs, out_bad, _), energies = lax.scan(body, carry, length=steps)
-        bad = bad if out_bad is None else out_bad
-        if not trace:
-            return xs, None, bad
-        assert energies is not None
-        return xs, jnp.concatenate([energies, ham.energy(xs)[None]]), bad
+        start = _first_bad(jnp.array(_NO_BAD, int32), jnp.array(0, int32), xs)
+        (final, bad), energies = lax.scan(
+            body,
+            (xs, start if throw else None),
+            jnp.arange(1, steps + 1, dtype=int32),
+        )
+        last, dEdg = ham.energy_and_dEdg(final)
+        if trace:
+            assert energies is not None
+            energies = jnp.concatenate([energies, last[None]])
+        if bad is None:
+            bad = jnp.where(all_finite(final), jnp.int32(_NO_BAD), jnp.int32(steps))
+        return final, energies, bad, jnp.array(steps, int32), dEdg
 
     # Run to a fixed point: stop once max |dE/dg| < tol on the free neurons, after
     # `steps` steps, or once a state is not finite (a non-finite gradient moves the
@@ -253,31 +166,32 @@ def _euler(ham, xs, masks, rates, *, steps, trace, tol, check_finite):
         buffer = buffer.at[0].set(energy)
 
     def cond(carry):
-        t, x, dEdg, _, _ = carry
-        res = _residual(ham, masks, dEdg)
-        return (t < steps) & ~(res < tol) & _all_finite(x)
+        t, x, dEdg, _ = carry
+        return (t < steps) & ~(residual(masks, dEdg) < tol) & all_finite(x)
 
     def loop(carry):
-        t, x, dEdg, buffer, bad = carry
-        x = _step(ham, masks, rates, x, dEdg)
+        t, x, dEdg, buffer = carry
+        x = euler_step(masks, rates, x, dEdg)
         energy, dEdg = ham.energy_and_dEdg(x)
         t = t + jnp.array(1, int32)
         if trace:
             buffer = buffer.at[t].set(energy)
-        if check_finite:
-            bad = _first_bad(bad, t, x)
-        return t, x, dEdg, buffer, bad
+        return t, x, dEdg, buffer
 
-    carry = (jnp.array(0, int32), xs, dEdg, buffer, bad)
-    t, xs, _, buffer, bad = lax.while_loop(cond, loop, carry)
-    if not trace:
-        return xs, None, bad
-    # After convergence the state is (to `tol`) constant: repeat the last energy.
-    return xs, jnp.where(jnp.arange(steps + 1, dtype=int32) > t, buffer[t], buffer), bad
+    carry = (jnp.array(0, int32), xs, dEdg, buffer)
+    t, final, dEdg, buffer = lax.while_loop(cond, loop, carry)
+    # The loop stops at the first non-finite state.
+    bad = jnp.where(all_finite(final), jnp.int32(_NO_BAD), t)
+    energies = None
+    if trace:
+        # After convergence the state is (to `tol`) constant: repeat the last energy.
+        energies = jnp.where(jnp.arange(steps + 1, dtype=int32) > t, buffer[t], buffer)
+    return final, energies, bad, t, dEdg
 
 
-def _ode(ham, xs, masks, dt, *, steps, trace, tol, check_finite, solver, options):
-    """An ODE solve with diffrax on one sample: returns `(xs, energies, bad_step)`.
+def _ode(ham, xs, masks, dt, *, steps, trace, tol, throw, solver, options):
+    """An ODE solve with diffrax on one sample: returns `(xs, energies, bad_step,
+    num_steps, dEdg)`.
 
     The solve runs in the states' dtype promoted to at least float32 (times and
     states alike), and the results are cast back to the states' dtypes.
@@ -288,46 +202,33 @@ def _ode(ham, xs, masks, dt, *, steps, trace, tol, check_finite, solver, options
     with jax.numpy_dtype_promotion("standard"):
         work = jnp.result_type(jnp.float32, *dtypes.values())
     y0 = {name: x.astype(work) for name, x in xs.items()}
-    taus = {name: layer.tau for name, layer in ham.neurons.items()}
-
-    def vector_field(t, y, args):
-        ham, masks = args
-        dEdg = ham.dEdg(y)
-        out = {}
-        for name in ham.neurons:
-            mask = masks[name]
-            if mask is True:
-                out[name] = jnp.zeros_like(y[name])
-                continue
-            v = -dEdg[name] / taus[name]
-            out[name] = v if mask is None else jnp.where(mask, jnp.zeros_like(v), v)
-        return out
+    clamp = {name: mask for name, mask in masks.items() if mask is not None}
 
     dt = dt.astype(work)
     t1 = steps * dt
     ts = jnp.linspace(jnp.zeros((), work), t1, steps + 1)
 
     def record(t, y, args):
-        ham, masks = args
-        return ham.energy(y) if trace else None, _all_finite(y)
+        ham, _ = args
+        return ham.energy(y) if trace else None, all_finite(y)
 
     subs = [diffrax.SubSaveAt(t1=True), diffrax.SubSaveAt(ts=ts, fn=record)]
     event = None
     if tol is not None:
 
         def converged(t, y, args, **kwargs):
-            ham, masks = args
-            return _residual(ham, masks, ham.dEdg(y)) < tol
+            ham, _ = args
+            return residual(masks, ham.dEdg(y)) < tol
 
         event = diffrax.Event(converged)
     solution = diffrax.diffeqsolve(
-        diffrax.ODETerm(vector_field),
+        diffrax.ODETerm(lambda t, y, args: args[0].vector_field(t, y, args[1])),
         solver,
         t0=jnp.zeros((), work),
         t1=t1,
         dt0=dt,
         y0=y0,
-        args=(ham, masks),
+        args=(ham, clamp),
         saveat=diffrax.SaveAt(subs=subs),
         stepsize_controller=options["stepsize_controller"],
         max_steps=options["max_steps"],
@@ -341,49 +242,50 @@ def _ode(ham, xs, masks, dt, *, steps, trace, tol, check_finite, solver, options
     # Times the solve reached; after an early stop (`tol`, or a failure) diffrax
     # saves nothing (it fills with inf): the trace repeats the last energy.
     reached = ts < t_end
-    bad = jnp.array(_NO_BAD, jnp.int32)
     ok = diffrax.is_okay(solution.result)
-    if check_finite:
-        # A diffrax step that goes non-finite is kept (fixed steps), or rejected
-        # until the solver runs out of `max_steps` (adaptive steps): the bad step is
-        # the first recorded time at which the state is not finite, or that the
-        # solve could not reach.
-        stopped = ~ok | ~_all_finite(final)
-        candidates = (reached & ~saved_finite) | (~reached & stopped)
-        any_bad = jnp.any(candidates)
-        bad = jnp.where(any_bad, jnp.argmax(candidates).astype(jnp.int32), bad)
-        ok = ok | any_bad  # reported as a divergence, not as diffrax's failure
-    # (Not `solution.result.error_if`: its message index cannot be reduced over an
-    # empty `jax.vmap` batch.)
-    max_steps_reached = solution.result == diffrax.RESULTS.max_steps_reached
-    final = eqx.error_if(
-        final,
-        ~ok & max_steps_reached,
-        f"`descend`'s diffrax solver took `max_steps` = {options['max_steps']} steps "
-        "before reaching `t1 = steps * dt`; raise `max_steps`, loosen the step-size "
-        "controller's tolerances, or pass `check_finite=True` to see whether the "
-        "state diverges.",
+    # The first recorded time at which the state is not finite (a constant-step
+    # solver keeps a non-finite step), or the end if only the final state is.
+    seen = (reached & ~saved_finite).at[0].set(~all_finite(y0))
+    bad = jnp.where(
+        jnp.any(seen),
+        jnp.argmax(seen).astype(jnp.int32),
+        jnp.where(all_finite(final), jnp.int32(_NO_BAD), jnp.int32(steps)),
     )
-    final = eqx.error_if(
-        final,
-        ~ok & ~max_steps_reached,
-        "`descend`'s diffrax solver failed before reaching `t1 = steps * dt` (call "
-        "`diffrax.diffeqsolve` on `ham`'s vector field for diffrax's own message).",
-    )
+    if throw:
+        # (Not `solution.result.error_if`: its message index cannot be reduced over an
+        # empty `jax.vmap` batch.)
+        max_steps_reached = solution.result == diffrax.RESULTS.max_steps_reached
+        failed = ~ok & (bad < 0)
+        final = eqx.error_if(
+            final,
+            failed & max_steps_reached,
+            f"`descend`'s diffrax solver took `max_steps` = {options['max_steps']} "
+            "steps before reaching `t1 = steps * dt`; raise `max_steps`, or loosen the "
+            "step-size controller's tolerances. (An adaptive solver also runs out of "
+            "steps where the state diverges: Euler steps, `solver=None`, show it.)",
+        )
+        final = eqx.error_if(
+            final,
+            failed & ~max_steps_reached,
+            "`descend`'s diffrax solver failed before reaching `t1 = steps * dt` "
+            "(call `diffrax.diffeqsolve` on `ham.vector_field` for diffrax's own "
+            "message).",
+        )
     final = {name: final[name].astype(dtypes[name]) for name in final}
+    last, dEdg = ham.energy_and_dEdg(final)
+    num_steps = jnp.asarray(solution.stats["num_steps"]).astype(jnp.int32)
     if not trace:
-        return final, None, bad
+        return final, None, bad, num_steps, dEdg
     with jax.numpy_dtype_promotion("standard"):
         edtype = jnp.result_type(*dtypes.values())
-    last = ham.energy(final)
     energies = jnp.where(reached, saved_energies.astype(edtype), last.astype(edtype))
-    return final, energies, bad
+    return final, energies, bad, num_steps, dEdg
 
 
 @eqx.filter_jit
-def _descend(ham, xs, masks, dt, *, steps, trace, tol, check_finite, solver, options):
+def _descend(ham, xs, masks, dt, *, steps, trace, tol, throw, solver, options):
     if solver is None:
-        return _euler(
+        out = _euler(
             ham,
             xs,
             masks,
@@ -391,52 +293,69 @@ def _descend(ham, xs, masks, dt, *, steps, trace, tol, check_finite, solver, opt
             steps=steps,
             trace=trace,
             tol=tol,
-            check_finite=check_finite,
+            throw=throw,
         )
-    return _ode(
-        ham,
-        xs,
-        masks,
-        dt,
-        steps=steps,
-        trace=trace,
-        tol=tol,
-        check_finite=check_finite,
-        solver=solver,
-        options=options,
-    )
+    else:
+        out = _ode(
+            ham,
+            xs,
+            masks,
+            dt,
+            steps=steps,
+            trace=trace,
+            tol=tol,
+            throw=throw,
+            solver=solver,
+            options=options,
+        )
+    final, energies, bad, num_steps, dEdg = out
+    res = residual(masks, dEdg)
+    converged = jnp.array(False) if tol is None else res < tol
+    return final, energies, bad, num_steps, res, converged
 
 
-def _non_finite_message(step: int | None, solver: bool) -> str:
+def _non_finite_message(step: int | None) -> str:
     at = "" if step is None else f" at step {step}"
     return (
-        f"`descend` produced a non-finite state (NaN or inf){at}"
-        + (
-            ", or its diffrax solver could not get there (an adaptive solver runs "
-            "out of `max_steps` where the state diverges)"
-            if solver
-            else ""
-        )
-        + "; reduce `dt`, check the synapses' scale, or use a Lagrangian that does "
-        "not overflow (`LExp`/`LRexp` grow like exp(beta x))."
+        f"`descend` produced a non-finite state (NaN or inf){at}; reduce `dt`, check "
+        "the synapses' scale, or use a Lagrangian that does not overflow "
+        "(`LExp`/`LRexp` grow like exp(beta x)). Pass `throw=False` to get the "
+        "`Solution` anyway, marked `finite=False`."
     )
 
 
-def _report_non_finite(xs: States, bad: Array, steps: int, solver: bool) -> States:
+def _earliest(bad: Array, steps: int) -> tuple[Array, Array]:
+    """Whether any sample has a bad step (`bad >= 0`), and the earliest one, as
+    values that are the same for a whole `jax.vmap` batch.
+
+    A binary search over the steps with `unvmap_any`, which (unlike a maximum) is
+    defined for an empty batch too.
+    """
+    any_bad = unvmap_any(bad >= 0)
+    # The smallest k in [0, steps] with any(0 <= bad <= k): k = below + 1, where
+    # `below` is the largest value with no bad step at or before it.
+    below = jnp.array(-1, jnp.int32)
+    for bit in reversed(range(max(steps, 1).bit_length())):
+        trial = below + jnp.int32(1 << bit)
+        none_yet = ~unvmap_any((bad >= 0) & (bad <= trial))
+        below = jnp.where(none_yet & (trial <= steps), trial, below)
+    return any_bad, jnp.minimum(below + 1, steps)
+
+
+def _report_non_finite(xs: States, bad: Array, steps: int) -> States:
     """Raises for a non-finite state at step `bad >= 0`: a `ValueError` at once when
     `bad` is concrete, else an error at run time (`eqx.branched_error_if`)."""
     value = concrete_value(bad)
     if value is not None:
         if int(value) >= 0:
-            raise ValueError(_non_finite_message(int(value), solver))
+            raise ValueError(_non_finite_message(int(value)))
         return xs
     if steps > _MAX_STEP_MESSAGES:
-        return eqx.error_if(xs, bad >= 0, _non_finite_message(None, solver))
-    # Under `jax.vmap` the index is the batch's maximum: message `i` is for step
-    # `steps - i`, so that the maximum reports the earliest bad step of the batch.
-    messages = tuple(_non_finite_message(steps - i, solver) for i in range(steps + 1))
-    index = jnp.where(bad >= 0, steps - bad, 0)
-    return eqx.branched_error_if(xs, bad >= 0, index, messages)
+        return eqx.error_if(xs, bad >= 0, _non_finite_message(None))
+    # Under `jax.vmap`, the earliest bad step of the batch.
+    any_bad, step = _earliest(bad, steps)
+    messages = tuple(_non_finite_message(i) for i in range(steps + 1))
+    return eqx.branched_error_if(xs, any_bad, step, messages)
 
 
 def descend(
@@ -445,14 +364,14 @@ def descend(
     *,
     steps: int | np.integer,
     dt: float | int | Float[Array, ""] | np.floating,
-    clamp: _Clamp | None = None,
+    clamp: Clamp | None = None,
     solver=None,
     trace: bool = True,
     tol: float | int | np.floating | None = None,
-    check_finite: bool = False,
+    throw: bool = True,
     stepsize_controller=None,
     max_steps: int | np.integer | None = 4096,
-) -> tuple[States, Float[Array, " steps_plus_1"] | None]:
+) -> Solution:
     r"""Descends the energy of a HAM: $\tau_\ell\,\dot x_\ell = -\partial E/\partial
     g_\ell$, for one sample.
 
@@ -464,16 +383,20 @@ def descend(
     with each layer's own time constant $\tau_\ell$. Along the exact dynamics the
     energy never rises; with Euler steps it does not either when `dt` is small against
     the curvature of the energy (say `dt <= 0.1 * tau`). Clamped neurons are held
-    fixed.
+    fixed. To *retrieve* (run to the attractor), `hamux_lagr.fixed_point` is faster;
+    `descend` follows the dynamics for a given time, and is what to backpropagate
+    through a fixed number of steps.
 
     `descend` acts on **one sample** (each state of its layer's shape) and is
     compiled with `eqx.filter_jit`, as `diffrax.diffeqsolve` is; `dt` is traced, so a
     new value does not recompile. A batch is `jax.vmap` of it, with per-sample clamp
-    masks as one more mapped argument:
+    masks as one more mapped argument; every field of the returned
+    `hamux_lagr.Solution` then has the batch axis:
 
     ```python
-    xs, energies = jax.vmap(lambda x: hl.descend(ham, x, steps=20, dt=0.1))(xs)
-    xs, energies = jax.vmap(
+    sol = jax.vmap(lambda x: hl.descend(ham, x, steps=20, dt=0.1))(xs)
+    sol.xs, sol.energies          # final states; energies of shape (batch, 21)
+    sol = jax.vmap(
         lambda x, m: hl.descend(ham, x, steps=20, dt=0.1, clamp={"image": m})
     )(xs, masks)
     ```
@@ -484,27 +407,25 @@ def descend(
       synapse energies are concave in the activations), one step with `dt = tau` is
       the concave-convex update $x \leftarrow -\partial E_\text{syn}/\partial g$
       (Ramsauer et al.'s $\Xi^\top\operatorname{softmax}(\beta\,\Xi x)$): the energy
-      provably never rises, and it reaches a fixed point in a few steps. It is the
-      fastest option there (see `benchmarks/bench_memory.py`). For deeper HAMs keep
-      `dt` small.
+      provably never rises. For deeper HAMs keep `dt` small.
     - `tol`: stop once $\max|\partial E/\partial g| <$ `tol` on the free neurons (at
       most `steps` steps), in a `jax.lax.while_loop`. For inference: reverse-mode
-      gradients need `tol=None`.
-    - `solver`: a diffrax solver (e.g. `diffrax.Tsit5()`) integrates the ODE from
-      $t = 0$ to `steps * dt` with adaptive steps (`dt` is the first step), and
-      records the energy at `steps + 1` evenly spaced times. Needs
+      gradients need `tol=None` (or `hamux_lagr.fixed_point`'s implicit gradients).
+    - `solver`: a diffrax solver (e.g. `diffrax.Tsit5()`) integrates
+      `ham.vector_field` from $t = 0$ to `steps * dt` with adaptive steps (`dt` is the
+      first step), and records the energy at `steps + 1` evenly spaced times. Needs
       `pip install hamux_lagr[examples]` (or `pip install diffrax`). The solve runs in
       at least float32 and its results are cast back to the states' dtypes. An
       adaptive solver follows the dynamics to its tolerances, so the energy is
       non-increasing up to them, a fixed point is reached to about them (a `tol` far
       below `atol` is never met) and gradients through it are exact up to them (its
       step choices are not differentiated); give `stepsize_controller` for tighter
-      ones. For a dense memory it is no faster than Euler (see
-      `benchmarks/bench_memory.py`).
+      ones.
 
     Checks: wrong types, shapes and layer names raise at once (at trace time). `dt`
     must be positive and finite: a concrete bad value raises a `ValueError` at once, a
-    traced one (under `jax.jit`) raises at run time (`eqx.error_if`).
+    traced one (under `jax.jit`) raises at run time (`eqx.error_if`). A state that
+    becomes NaN or infinite is reported (`throw`).
 
     **Arguments:**
 
@@ -524,24 +445,28 @@ def descend(
     - `trace`: whether to record the energy. It comes from the pass that computes
       $\partial E/\partial g$, so it costs little; `False` skips it.
     - `tol`: if given, a positive number: stop early at a fixed point (see above).
-    - `check_finite`: if `True`, raise when a state becomes NaN or infinite (the
-      initial state included, as step 0), naming the first such step: a `ValueError`
-      when called outside `jax.jit`; under `jax.jit` an error at run time carrying
-      the same message (`eqx.branched_error_if`; without the step number beyond
-      10,000 steps). With `solver`, a solve that cannot go on because the state
-      diverges is reported so too, at the first recorded time it did not reach.
+    - `throw`: if `True` (the default), a state that becomes NaN or infinite (the
+      initial state included, as step 0) raises, naming the first such step: a
+      `ValueError` when called outside `jax.jit`; under `jax.jit` an error at run
+      time carrying the same message (`eqx.branched_error_if`; without the step
+      number beyond 10,000 steps). A diffrax solve that fails raises too. If `False`,
+      nothing raises: the `Solution` is returned with `finite=False` (and, for a
+      failed diffrax solve, `converged=False`). Use `throw=False` for `jax.export`,
+      which cannot serialise the error's host callback.
     - `stepsize_controller`: with `solver`, a diffrax step-size controller; by default
       `diffrax.PIDController(rtol=1e-4, atol=1e-6)` for adaptive solvers and constant
       steps of `dt` otherwise.
     - `max_steps`: with `solver`, the most solver steps (diffrax's `max_steps`), a
-      positive int. A solve that needs more raises diffrax's error.
+      positive int.
 
     **Returns:**
 
-    A pair `(xs, energies)`: the final states (shaped and typed like `xs`) and the
-    energy at each of the `steps + 1` times $0, \mathrm{d}t, \dots,$ `steps * dt`
-    (shape `(steps + 1,)`; after an early stop with `tol` the last energy is
-    repeated), or `None` when `trace=False`.
+    A `hamux_lagr.Solution`: the final states `xs` (shaped and typed like the input),
+    the energy at each of the `steps + 1` times $0, \mathrm{d}t, \dots,$
+    `steps * dt` (`energies`, shape `(steps + 1,)`; after an early stop with `tol` the
+    last energy is repeated; `None` when `trace=False`), the steps taken
+    (`num_steps`), the final `residual` $\max|\partial E/\partial g|$ over the free
+    neurons, `converged` (`residual < tol`; `False` without `tol`) and `finite`.
     """
     if not isinstance(ham, HAM):
         raise TypeError(
@@ -555,7 +480,7 @@ def descend(
         "entries).",
     )
     states = prepare_states(ham, xs, _WHERE)
-    masks = _check_clamp(ham, clamp)
+    masks = check_clamp(ham.neurons, clamp, _WHERE)
     if tol is not None:
         tol = static_float(
             tol, "tol", _WHERE, hint="It is the residual max |dE/dg| to stop at."
@@ -564,7 +489,7 @@ def descend(
         solver, stepsize_controller, max_steps
     )
     dt = _check_dt(dt)
-    final, energies, bad = _descend(
+    final, energies, bad, num_steps, res, converged = _descend(
         ham,
         states,
         masks,
@@ -572,13 +497,20 @@ def descend(
         steps=steps,
         trace=bool(trace),
         tol=tol,
-        check_finite=bool(check_finite),
+        throw=bool(throw),
         solver=solver,
         options={"stepsize_controller": stepsize_controller, "max_steps": max_steps},
     )
-    if check_finite:
-        final = _report_non_finite(final, bad, steps, solver is not None)
-    return final, energies
+    if throw:
+        final = _report_non_finite(final, bad, steps)
+    return Solution(
+        xs=final,
+        energies=energies,
+        num_steps=num_steps,
+        residual=res,
+        converged=converged,
+        finite=bad < 0,
+    )
 
 
 __all__ = ["descend"]

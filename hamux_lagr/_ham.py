@@ -8,11 +8,13 @@ $$E(x) = \sum_{\ell} \big(\langle x_\ell, g_\ell\rangle - \mathcal{L}_\ell(x_\el
 and, because $\partial(\langle x, g\rangle - \mathcal{L}(x))/\partial g = x$, its
 gradient with respect to a layer's activations is
 $\partial E/\partial g_\ell = x_\ell + \sum_s \partial E_s/\partial g_\ell$
-(Hoover et al. 2022).
+(Hoover et al. 2022). A layer built with `leak=False` leaves its own energy (and the
+$x_\ell$ term) out, as the Energy Transformer does (Hoover et al. 2023).
 """
 
 import functools as ft
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import equinox as eqx
 import jax
@@ -23,6 +25,10 @@ from jaxtyping import Array, Float, PRNGKeyArray, Shaped
 
 from ._neurons import NeuronLayer
 from ._validation import as_state, check_key
+
+
+if TYPE_CHECKING:
+    from ._masks import Clamp
 
 
 #: One sample's states or activations: a dict from layer name to array.
@@ -87,7 +93,8 @@ class HAM(eqx.Module):
         ham.energy(x)                                 # a scalar
         xs = ham.init_states(batch_size=8, key=key)   # {"image": (8, 784)}
         jax.vmap(ham.energy)(xs)                      # shape (8,)
-        xs, energies = jax.vmap(lambda x: hl.descend(ham, x, steps=20, dt=0.1))(xs)
+        sol = jax.vmap(lambda x: hl.fixed_point(ham, x))(xs)  # retrieve: sol.xs, sol.converged
+        sol = jax.vmap(lambda x: hl.descend(ham, x, steps=20, dt=0.1))(xs)  # sol.energies: (8, 21)
         ```
     """
 
@@ -229,10 +236,21 @@ class HAM(eqx.Module):
     def _layer_energies_and_activations(self, xs: States) -> tuple[dict, States]:
         energies, gs = {}, {}
         for name, layer in self.neurons.items():
-            energies[name], gs[name] = _in_layer(
-                name, layer, layer.energy_and_activations, xs[name]
-            )
+            if layer.leak:
+                energies[name], gs[name] = _in_layer(
+                    name, layer, layer.energy_and_activations, xs[name]
+                )
+            else:  # a layer without leak adds no energy of its own
+                gs[name] = _in_layer(name, layer, layer.activations, xs[name])
+                energies[name] = jnp.zeros((), gs[name].dtype)
         return energies, gs
+
+    def _dEdg(self, xs: States, dsyn: States) -> States:
+        """dE/dg from the synapses' gradients: plus the state for leaky layers."""
+        return {
+            name: xs[name] + dsyn[name] if layer.leak else dsyn[name]
+            for name, layer in self.neurons.items()
+        }
 
     # ------------------------------------------------------------------------------
     # energies
@@ -342,8 +360,9 @@ class HAM(eqx.Module):
         $$\frac{\partial E}{\partial g_\ell} = x_\ell +
         \sum_s \frac{\partial E_s}{\partial g_\ell},$$
 
-        the layer term being exactly the state (a property of the Legendre transform),
-        the synapse terms one reverse-mode pass through the synapse energies. The
+        the layer term being exactly the state (a property of the Legendre transform;
+        absent for a layer with `leak=False`, whose energy the HAM leaves out), the
+        synapse terms one reverse-mode pass through the synapse energies. The
         dynamics are $\tau_\ell \dot x_\ell = -\partial E/\partial g_\ell$.
 
         **Arguments:**
@@ -356,8 +375,7 @@ class HAM(eqx.Module):
         """
         xs = prepare_states(self, xs, "HAM.dEdg")
         gs = self._activations(xs)
-        dsyn = jax.grad(self._synapse_energy)(gs)
-        return {name: xs[name] + dsyn[name] for name in self.neurons}
+        return self._dEdg(xs, jax.grad(self._synapse_energy)(gs))
 
     def energy_and_dEdg(self, xs: StatesLike) -> tuple[Float[Array, ""], States]:
         r"""The total energy and its gradient `dEdg`, sharing one pass.
@@ -377,8 +395,46 @@ class HAM(eqx.Module):
         xs = prepare_states(self, xs, "HAM.energy_and_dEdg")
         layer_energies, gs = self._layer_energies_and_activations(xs)
         syn_energy, dsyn = jax.value_and_grad(self._synapse_energy)(gs)
-        dEdg = {name: xs[name] + dsyn[name] for name in self.neurons}
+        dEdg = self._dEdg(xs, dsyn)
         return ft.reduce(jnp.add, [*layer_energies.values(), syn_energy]), dEdg
+
+    def vector_field(
+        self, t: ArrayLike | None, xs: StatesLike, clamp: "Clamp | None" = None
+    ) -> States:
+        r"""The right-hand side of the dynamics, $\dot x_\ell =
+        -\tau_\ell^{-1}\,\partial E/\partial g_\ell$, for one sample.
+
+        Clamped neurons are held: their rate of change is 0. Its signature is diffrax's,
+        so diffrax users can integrate the dynamics themselves:
+
+        ```python
+        term = diffrax.ODETerm(lambda t, y, args: ham.vector_field(t, y, args))
+        sol = diffrax.diffeqsolve(term, diffrax.Tsit5(), t0=0.0, t1=10.0, dt0=0.1,
+                                  y0=xs, args=clamp)   # clamp: a dict, or None
+        ```
+
+        (`hamux_lagr.descend(..., solver=...)` is a thin adapter over it.)
+
+        **Arguments:**
+
+        - `t`: the time; the dynamics do not depend on it (any value, or `None`).
+        - `xs`: the states of one sample.
+        - `clamp`: as in `hamux_lagr.descend`: a dict from layer name to `True` or a
+          boolean mask of the layer's shape, or `None`.
+
+        **Returns:**
+
+        A dict from layer name to $\dot x_\ell$, shaped and typed like `xs`.
+        """
+        from ._masks import check_clamp, hold
+
+        del t
+        xs = prepare_states(self, xs, "HAM.vector_field")
+        masks = check_clamp(self.neurons, clamp, "HAM.vector_field")
+        dEdg = self.dEdg(xs)
+        rates = {name: -dEdg[name] / layer.tau for name, layer in self.neurons.items()}
+        zeros = {name: jnp.zeros_like(x) for name, x in xs.items()}
+        return hold(masks, zeros, rates)
 
 
 def _common_dtype(xs: States):
@@ -402,6 +458,8 @@ def _in_layer(name: str, layer: NeuronLayer, method: Callable, x: Array):
 def _vmap_example(where: str) -> str:
     if where == "descend":
         return "`jax.vmap(lambda x: hl.descend(ham, x, steps=20, dt=0.1))(xs)`"
+    if where == "fixed_point":
+        return "`jax.vmap(lambda x: hl.fixed_point(ham, x))(xs)`"
     method = where.removeprefix("HAM.")
     return f"`jax.vmap(ham.{method})(xs)`"
 

@@ -73,6 +73,14 @@ class NeuronLayer(eqx.Module):
       NumPy); a dimension may be 0 (an empty layer: energy 0).
     - `tau`: the layer's time constant, a positive Python number (static). Smaller is
       faster: a layer with a small `tau` relaxes quickly to its input.
+    - `leak`: whether the layer's own energy is part of a HAM's total energy (static,
+      default `True`). With `leak=False` it is left out, and so is its $-x$ term in the
+      dynamics: $\tau\,\dot x = -\partial E_\text{synapses}/\partial g$, the update of
+      the Energy Transformer (Hoover et al. 2023), e.g. a layer-norm layer of tokens.
+      The energy still never rises along the dynamics, since
+      $\dot E = -\tau^{-1}\langle \partial E/\partial g, \nabla^2\mathcal{L}\,
+      \partial E/\partial g\rangle \le 0$ for a convex Lagrangian. (The layer's
+      `energy` method still returns its Legendre energy; the HAM leaves it out.)
 
     !!! example
 
@@ -88,12 +96,14 @@ class NeuronLayer(eqx.Module):
     lagrangian: Lagrangian
     shape: tuple[int, ...] = eqx.field(static=True)
     tau: float = eqx.field(static=True)
+    leak: bool = eqx.field(static=True)
 
     def __init__(
         self,
         lagrangian: Lagrangian,
         shape: int | np.integer | Sequence[int | np.integer],
         tau: float | int | np.floating | np.integer = 1.0,
+        leak: bool | np.bool_ = True,
     ):
         if not isinstance(lagrangian, Lagrangian):
             raise TypeError(
@@ -106,6 +116,11 @@ class NeuronLayer(eqx.Module):
         self.tau = static_float(
             tau, "tau", "NeuronLayer", hint="Pass e.g. `tau=1.0` (a time constant)."
         )
+        if not isinstance(leak, (bool, np.bool_)):
+            raise TypeError(
+                f"`leak` must be True or False in `NeuronLayer`, got {leak!r}."
+            )
+        self.leak = bool(leak)
 
     def activations(self, x: StateLike) -> Float[Array, "..."]:
         r"""The activations $g = \partial\mathcal{L}/\partial x$.

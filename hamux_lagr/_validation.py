@@ -53,6 +53,16 @@ def _shown(arr: np.ndarray) -> object:
 _Checked = TypeVar("_Checked", Array, np.ndarray)
 
 
+def _is_global(value: object) -> bool:
+    """True for a concrete `jax.Array` spread over the devices of several processes."""
+    if not isinstance(value, jax.Array):
+        return False
+    try:
+        return not value.is_fully_addressable
+    except jax.errors.ConcretizationTypeError:  # traced
+        return False
+
+
 def ensure(
     value: _Checked,
     is_bad: Callable[[Any], Any],
@@ -69,8 +79,17 @@ def ensure(
     `is_bad` must work on NumPy and on JAX arrays (use operators, `np.isnan` does not
     take tracers: write `v != v` for NaN).
     """
-    arr = concrete_value(value)
     hint = f" {hint}" if hint else ""
+    if _is_global(value):
+        # A global array spread over several processes (`jax.distributed`): no
+        # process can fetch it, so it is checked where it lives, one boolean fetched.
+        if bool(jnp.any(is_bad(value))):
+            raise ValueError(
+                f"{requirement}, got a bad entry in an array of shape {value.shape} "
+                f"spread over several processes.{hint}"
+            )
+        return value
+    arr = concrete_value(value)
     if arr is not None:
         if arr.size and np.any(np.asarray(is_bad(arr))):
             raise ValueError(f"{requirement}, got {_shown(arr)}.{hint}")

@@ -19,6 +19,9 @@ corruption and memory Lagrangian the demo prints
   does.)
 
 and writes a figure (query, recall and truth for a few digits, and the energy curves).
+Recall follows the dynamics for a set time, `--steps` Euler steps of `--dt`, with
+`descend`, whose energy trace the figure draws; `fixed_point` runs them to the end
+instead (the README's retrieval).
 
 ## The memories
 
@@ -251,13 +254,13 @@ def _recall_softmax(ham: HAM, read, held, *, steps: int, dt: float):
     # One query per call, batched with `jax.vmap`; the clamp mask is per query too.
     def one(query, mask):
         clamp = {"image": mask}
-        x, _ = descend(ham, {"image": query}, steps=1, dt=1.0, clamp=clamp, trace=False)
-        trusted = {"image": x["image"].at[1].set(1.0)}
-        final, energies = descend(ham, trusted, steps=steps, dt=dt, clamp=clamp)
-        assert energies is not None
+        read = descend(ham, {"image": query}, steps=1, dt=1.0, clamp=clamp, trace=False)
+        trusted = {"image": read.xs["image"].at[1].set(1.0)}
+        sol = descend(ham, trusted, steps=steps, dt=dt, clamp=clamp)
+        assert sol.energies is not None
         # The energy of the query itself (all pixels trusted), then along the descent.
         start = ham.energy({"image": query.at[1].set(1.0)})
-        return final["image"][0], jnp.concatenate([start[None], energies])
+        return sol.xs["image"][0], jnp.concatenate([start[None], sol.energies])
 
     return jax.vmap(one)(read, held)
 
@@ -293,9 +296,9 @@ def _recall_polynomial(ham: HAM, x0, mask, *, steps: int, dt: float):
     # One query per call, batched with `jax.vmap` (with its clamp mask, if any).
     def one(x, mask):
         clamp = None if mask is None else {"image": mask}
-        final, energies = descend(ham, {"image": x}, steps=steps, dt=dt, clamp=clamp)
-        assert energies is not None
-        return final["image"], energies
+        sol = descend(ham, {"image": x}, steps=steps, dt=dt, clamp=clamp)
+        assert sol.energies is not None
+        return sol.xs["image"], sol.energies
 
     if mask is None:
         return jax.vmap(lambda x: one(x, None))(x0)

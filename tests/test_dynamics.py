@@ -95,7 +95,8 @@ def descents():
 def test_energy_never_rises(name, descents):
     cases, results = descents
     _, x0, batch = cases[name]
-    (_, ef), (xh, eh), (xb, eb) = results[name]
+    sf, sh, sb = results[name]
+    ef, xh, eh, xb, eb = sf.energies, sh.xs, sh.energies, sb.xs, sb.energies
     assert ef.shape == eh.shape == (41,) and eb.shape == (3, 41)
     for energies in (ef, eh, eb):
         assert_non_increasing(energies)
@@ -113,7 +114,7 @@ def test_energy_never_rises(name, descents):
 def test_a_vmap_batch_equals_one_sample_runs_with_per_sample_masks(descents):
     cases, results = descents
     ham, _, batch = cases["LSoftmax"]
-    xb, eb = results["LSoftmax"][2]
+    batched = results["LSoftmax"][2]
     one = jax.jit(
         lambda x, m: hl.descend(ham, x, steps=40, dt=0.05, clamp=m),
         compiler_options=FAST_COMPILE,
@@ -121,7 +122,7 @@ def test_a_vmap_batch_equals_one_sample_runs_with_per_sample_masks(descents):
     for i in range(3):
         sample = {k: jnp.asarray(v[i]) for k, v in batch.items()}
         mask = {k: jnp.asarray(v[i]) for k, v in PER_SAMPLE.items()}
-        expected = ({k: v[i] for k, v in xb.items()}, eb[i])
+        expected = jax.tree.map(lambda v: v[i], batched)
         assert tree_allclose(one(sample, mask), expected, rtol=1e-12, atol=1e-12)
 
 
@@ -143,9 +144,11 @@ def test_fixed_point_has_zero_gradient_on_free_neurons(rng):
     ham = random_model(hl.LTanh(beta=1.0), rng)
     x0 = {"a": rng.standard_normal((3, 4)), "b": rng.standard_normal(4)}
     mask = rng.random((3, 4)) < 0.5  # elementwise Lagrangian: any mask
-    xs, energies = eqx.filter_jit(hl.descend)(
+    sol = eqx.filter_jit(hl.descend)(
         ham, x0, steps=2000, dt=0.2, clamp={"a": mask}, tol=1e-9
     )
+    xs, energies = sol.xs, sol.energies
+    assert sol.converged and sol.residual < 1e-9 and 0 < sol.num_steps < 2000
     dEdg = eqx.filter_jit(ham.dEdg)(xs)
     assert np.max(np.abs(np.asarray(dEdg["a"])[~mask])) < 1e-9
     assert np.max(np.abs(dEdg["b"])) < 1e-9
@@ -166,7 +169,8 @@ def dense_memory_ham(patterns, beta):
 def test_one_euler_step_with_dt_tau_is_the_ramsauer_update(rng):
     patterns, q, beta = rng.standard_normal((6, 5)), rng.standard_normal(5), 1.7
     ham = dense_memory_ham(patterns, beta)
-    xs, energies = eqx.filter_jit(hl.descend)(ham, {"v": q}, steps=1, dt=1.0)
+    sol = eqx.filter_jit(hl.descend)(ham, {"v": q}, steps=1, dt=1.0)
+    xs, energies = sol.xs, sol.energies
     z = beta * patterns @ q
     ramsauer = patterns.T @ (np.exp(z - z.max()) / np.exp(z - z.max()).sum())
     assert np.allclose(xs["v"], ramsauer)
@@ -197,8 +201,9 @@ def test_dt_tau_is_a_concave_convex_descent(memory, rng):
     x0 = {"v": 2 * rng.standard_normal((4, 6))}
 
     def run(x):
-        first, _ = hl.descend(ham, x, steps=1, dt=2.0)
-        xs, energies = hl.descend(ham, x, steps=15, dt=2.0)
+        first = hl.descend(ham, x, steps=1, dt=2.0).xs
+        sol = hl.descend(ham, x, steps=15, dt=2.0)
+        xs, energies = sol.xs, sol.energies
         update = jax.grad(lambda g: ham.synapse_energies(g)["memory"])(x)
         return first, energies, {"v": -update["v"]}, ham.dEdg(x), ham.dEdg(xs)
 
@@ -223,10 +228,11 @@ def test_two_layer_ham_and_dense_memory_share_the_fixed_point(rng):
         {"W": hl.LinearSynapse(patterns.T)},
         [(("v", "h"), "W")],
     )
-    x1, _ = eqx.filter_jit(hl.descend)(one_layer, {"v": q}, steps=400, dt=0.1)
-    x2, e2 = eqx.filter_jit(hl.descend)(
+    x1 = eqx.filter_jit(hl.descend)(one_layer, {"v": q}, steps=400, dt=0.1).xs
+    sol = eqx.filter_jit(hl.descend)(
         two_layer, {"v": q, "h": np.zeros(4)}, steps=4000, dt=0.01
     )
+    x2, e2 = sol.xs, sol.energies
     assert_non_increasing(e2)
     assert np.allclose(x1["v"], x2["v"], atol=1e-6)
     assert np.allclose(x2["h"], patterns @ x2["v"], atol=1e-6)  # hidden = similarities
@@ -238,9 +244,10 @@ def test_retrieval_of_corrupted_binary_patterns():
     flips = np.stack([rng.permutation(100) < 20 for _ in range(20)])  # 20% of bits
     queries = np.where(flips, -patterns, patterns)
     ham = dense_memory_ham(patterns, beta=0.1)
-    xs, energies = jax.jit(
-        jax.vmap(lambda q: hl.descend(ham, {"v": q}, steps=60, dt=0.2))
-    )(queries)
+    sol = jax.jit(jax.vmap(lambda q: hl.descend(ham, {"v": q}, steps=60, dt=0.2)))(
+        queries
+    )
+    xs, energies = sol.xs, sol.energies
     assert_non_increasing(energies)
     assert np.array_equal(np.sign(xs["v"]), patterns)
 
@@ -262,7 +269,9 @@ def test_adaptive_ode_solver(rng):
         plain = hl.descend(ham, x0, steps=3, dt=0.05)
         return euler, ode, fixed, plain
 
-    (xe, _), (xo, eo), fixed, plain = run(x0)
+    euler, ode, fixed, plain = run(x0)
+    xe, xo, eo = euler.xs, ode.xs, ode.energies
+    assert ode.converged and euler.converged
     assert eo.shape == (41,)
     # Adaptive steps descend the energy up to the solver's tolerance.
     assert_non_increasing(eo, slack=1e-7)
@@ -276,11 +285,11 @@ def test_options_and_shapes(rng):
     ham = random_model(hl.LTanh(), rng)
     x0 = {"a": rng.standard_normal((3, 4)), "b": rng.standard_normal(4)}
     x0 = {k: jnp.asarray(v) for k, v in x0.items()}
-    xs, energies = hl.descend(ham, x0, steps=0, dt=0.1)
-    assert tree_allclose(xs, x0) and energies.shape == (1,)
-    _, energies = jax.vmap(lambda x: hl.descend(ham, x, steps=0, dt=0.1))(
+    sol = hl.descend(ham, x0, steps=0, dt=0.1)
+    assert tree_allclose(sol.xs, x0) and sol.energies.shape == (1,)
+    energies = jax.vmap(lambda x: hl.descend(ham, x, steps=0, dt=0.1))(
         {k: v[None] for k, v in x0.items()}
-    )
+    ).energies
     assert energies.shape == (1, 1)
 
     @jax.jit
@@ -289,8 +298,10 @@ def test_options_and_shapes(rng):
         without = hl.descend(ham, x0, steps=1, dt=0.1, trace=False)
         return with_trace, without, ham.dEdg(x0)
 
-    (x1, energies), (x1b, none), dEdg = run(x0)
-    assert none is None and tree_allclose(x1, x1b) and energies.shape == (2,)
+    with_trace, without, dEdg = run(x0)
+    x1, energies = with_trace.xs, with_trace.energies
+    assert without.energies is None and energies.shape == (2,)
+    assert tree_allclose(x1, without.xs)
     # One step moves each layer by dt / tau * dE/dg (tau = 0.5 for "b").
     assert np.allclose(x1["a"], x0["a"] - 0.1 * dEdg["a"])
     assert np.allclose(x1["b"], x0["b"] - 0.2 * dEdg["b"])
@@ -319,33 +330,6 @@ def test_bad_arguments(rng):
         hl.descend(ham, {"a": x0["a"], "b": np.zeros(5)}, steps=3, dt=0.1)
 
 
-def test_non_finite_states_are_reported_with_the_step():
-    # An exponential layer with strong positive feedback overflows after a few steps.
-    ham = hl.HAM(
-        {"a": hl.NeuronLayer(hl.LExp(beta=1.0), (2,))},
-        {"W": hl.LinearSynapse(50.0 * np.ones((2, 2)))},
-        [(("a", "a"), "W")],
-    )
-    x0 = {"a": np.ones(2)}
-    with pytest.raises(ValueError, match=r"non-finite state .* at step \d+"):
-        hl.descend(ham, x0, steps=50, dt=0.1, check_finite=True)
-    xs, _ = hl.descend(ham, x0, steps=50, dt=0.1)  # unchecked: silently non-finite
-    assert not np.all(np.isfinite(xs["a"]))
-    with pytest.raises(Exception, match=r"non-finite state .* at step \d+"):
-        jax.block_until_ready(
-            jax.jit(lambda x: hl.descend(ham, x, steps=50, dt=0.1, check_finite=True))(
-                x0
-            )
-        )
-
-
-def test_missing_diffrax_is_a_clear_import_error(monkeypatch, rng):
-    ham = random_model(hl.LTanh(), rng)
-    monkeypatch.setitem(sys.modules, "diffrax", None)  # `import diffrax` fails
-    with pytest.raises(ImportError, match=r"hamux_lagr\[examples\]"):
-        hl.descend(ham, ham.init_states(), steps=3, dt=0.1, solver=object())
-
-
 def exploding_ham():
     """An exponential layer with strong positive feedback: the Euler state is
     non-finite from step 3 (dt = 0.1); the exact dynamics blow up before t = 0.1."""
@@ -356,49 +340,74 @@ def exploding_ham():
     )
 
 
+def test_non_finite_states_are_reported_with_the_step():
+    # An exponential layer with strong positive feedback overflows after a few steps.
+    ham = exploding_ham()
+    x0 = {"a": np.ones(2)}
+    with pytest.raises(
+        ValueError, match=r"non-finite state .* at step \d+.*throw=False"
+    ):
+        hl.descend(ham, x0, steps=50, dt=0.1)
+    sol = hl.descend(ham, x0, steps=50, dt=0.1, throw=False)  # returned, and marked
+    assert not np.all(np.isfinite(sol.xs["a"]))
+    assert not sol.finite and not sol.converged and sol.num_steps == 50
+    with pytest.raises(Exception, match=r"non-finite state .* at step \d+"):
+        jax.block_until_ready(
+            jax.jit(lambda x: hl.descend(ham, x, steps=50, dt=0.1))(x0)
+        )
+    # Without `throw`, no error callback is compiled (an identity layer and a linear
+    # synapse have no run-time parameter checks of their own).
+    linear = hl.HAM(
+        {"a": hl.NeuronLayer(hl.LIdentity(), (2,))},
+        {"W": hl.LinearSynapse(0.5 * np.ones((2, 2)))},
+        [(("a", "a"), "W")],
+    )
+    for tol in (None, 1e-3):
+        jaxprs = [
+            str(
+                jax.make_jaxpr(
+                    lambda x: hl.descend(linear, x, steps=5, dt=0.1, tol=tol, throw=t)
+                )(x0)
+            )
+            for t in (False, True)
+        ]
+        assert "callback" not in jaxprs[0] and "callback" in jaxprs[1]
+
+
+def test_missing_diffrax_is_a_clear_import_error(monkeypatch, rng):
+    ham = random_model(hl.LTanh(), rng)
+    monkeypatch.setitem(sys.modules, "diffrax", None)  # `import diffrax` fails
+    with pytest.raises(ImportError, match=r"hamux_lagr\[examples\]"):
+        hl.descend(ham, ham.init_states(), steps=3, dt=0.1, solver=object())
+
+
 @pytest.mark.parametrize(
     "options",
     [{}, {"tol": 1e-6}, {"solver": diffrax.Euler()}],
     ids=["euler", "euler-tol", "diffrax-euler"],
 )
-def test_check_finite_names_the_same_first_step_in_every_scheme(options):
+def test_a_non_finite_state_is_named_with_the_same_first_step_in_every_scheme(
+    options,
+):
     ham = exploding_ham()
     with pytest.raises(
         ValueError, match=r"non-finite state \(NaN or inf\) at step 3\b"
     ):
-        hl.descend(
-            ham, {"a": np.ones(2)}, steps=50, dt=0.1, check_finite=True, **options
-        )
+        hl.descend(ham, {"a": np.ones(2)}, steps=50, dt=0.1, **options)
+    sol = hl.descend(ham, {"a": np.ones(2)}, steps=50, dt=0.1, throw=False, **options)
+    assert not sol.finite and not sol.converged
 
 
-def test_check_finite_reports_an_adaptive_solver_that_cannot_go_on():
-    # Tsit5 follows the blow-up with ever smaller steps until `max_steps`: that is
-    # reported as the divergence, at the first recorded time it did not reach.
+def test_an_adaptive_solver_that_cannot_go_on_names_max_steps():
+    # Tsit5 follows the blow-up with ever smaller steps until `max_steps`: its states
+    # stay finite, and the failure is reported as such, naming `max_steps`.
     ham = exploding_ham()
     for tol in (None, 1e-6):
-        with pytest.raises(ValueError, match=r"non-finite state .* at step 1, or its"):
-            hl.descend(
-                ham,
-                {"a": np.ones(2)},
-                steps=5,
-                dt=0.1,
-                solver=diffrax.Tsit5(),
-                tol=tol,
-                max_steps=256,
-                check_finite=True,
-            )
-    # Without `check_finite`, the solver's failure is ours too, and names `max_steps`.
-    with pytest.raises(Exception, match=r"`max_steps` = 256"):
-        jax.block_until_ready(
-            hl.descend(
-                ham,
-                {"a": np.ones(2)},
-                steps=5,
-                dt=0.1,
-                solver=diffrax.Tsit5(),
-                max_steps=256,
-            )
-        )
+        options = dict(steps=5, dt=0.1, solver=diffrax.Tsit5(), tol=tol, max_steps=256)
+        with pytest.raises(Exception, match=r"`max_steps` = 256.*diverges"):
+            jax.block_until_ready(hl.descend(ham, {"a": np.ones(2)}, **options))
+        sol = hl.descend(ham, {"a": np.ones(2)}, throw=False, **options)
+        assert sol.num_steps == 256 and not sol.converged
 
 
 @pytest.mark.parametrize(
@@ -410,18 +419,20 @@ def test_check_finite_reports_an_adaptive_solver_that_cannot_go_on():
     ],
     ids=["steps0", "euler", "tol", "steps0-tol", "diffrax-euler", "tsit5"],
 )
-def test_check_finite_reports_a_non_finite_initial_state_as_step_0(options):
+def test_a_non_finite_initial_state_is_step_0(options):
     ham = random_model(hl.LTanh(), np.random.default_rng(0))
     x0 = {"a": np.zeros((3, 4)), "b": np.array([0.0, np.nan, 0.0, 0.0])}
     with pytest.raises(ValueError, match=r"non-finite state .* at step 0\b"):
-        hl.descend(ham, x0, dt=0.1, check_finite=True, max_steps=64, **options)
+        hl.descend(ham, x0, dt=0.1, max_steps=64, **options)
+    sol = hl.descend(ham, x0, dt=0.1, max_steps=64, throw=False, **options)
+    assert not sol.finite and not sol.converged and np.isnan(sol.residual)
 
 
-def test_check_finite_under_jit_and_vmap_raises_at_run_time_with_the_step():
+def test_a_non_finite_state_under_jit_and_vmap_raises_at_run_time_with_the_step():
     ham = exploding_ham()
 
     def run(x):
-        return hl.descend(ham, {"a": x}, steps=50, dt=0.1, check_finite=True)
+        return hl.descend(ham, {"a": x}, steps=50, dt=0.1)
 
     with pytest.raises(Exception, match=r"non-finite state .* at step 3\b"):
         jax.block_until_ready(jax.jit(run)(jnp.ones(2)))
@@ -429,11 +440,18 @@ def test_check_finite_under_jit_and_vmap_raises_at_run_time_with_the_step():
     starts = jnp.stack([jnp.full(2, -5.0), jnp.full(2, 5.0), jnp.ones(2)])
     with pytest.raises(Exception, match=r"non-finite state .* at step 2\b"):
         jax.block_until_ready(jax.jit(jax.vmap(run))(starts))
-    short = jax.vmap(
-        lambda x: hl.descend(ham, {"a": x}, steps=5, dt=0.1, check_finite=True)
-    )
-    xs, _ = jax.jit(short)(jnp.full((2, 2), -20.0))  # blows up at step 20 only
-    assert np.all(np.isfinite(xs["a"]))
+    short = jax.vmap(lambda x: hl.descend(ham, {"a": x}, steps=5, dt=0.1))
+    sol = jax.jit(short)(jnp.full((2, 2), -20.0))  # blows up at step 20 only
+    assert np.all(np.isfinite(sol.xs["a"])) and np.all(sol.finite)
+    # Without `throw`, each sample is marked.
+    marked = jax.jit(
+        jax.vmap(lambda x: hl.descend(ham, {"a": x}, steps=50, dt=0.1, throw=False))
+    )(starts)
+    assert marked.finite.tolist() == [False, False, False]
+    marked = jax.jit(
+        jax.vmap(lambda x: hl.descend(ham, {"a": x}, steps=2, dt=0.1, throw=False))
+    )(starts)
+    assert marked.finite.tolist() == [True, False, True]
 
 
 def test_a_bad_dt_raises_eagerly_and_under_jit(rng):
@@ -451,7 +469,7 @@ def test_a_bad_dt_raises_eagerly_and_under_jit(rng):
     run = jax.jit(lambda dt: hl.descend(ham, x0, steps=2, dt=dt))
     with pytest.raises(Exception, match=r"`dt` must be positive and finite"):
         jax.block_until_ready(run(-1.0))
-    assert np.all(np.isfinite(run(0.1)[1]))
+    assert np.all(np.isfinite(run(0.1).energies))
 
 
 class CountingSynapse(hl.Synapse):
@@ -512,21 +530,22 @@ def test_states_keep_their_dtype_whatever_the_dt():
 
     out = run(jnp.asarray(0.1, jnp.float64))
     for name, results in out.items():
-        for xs, energies in results:
+        for sol in results:
+            xs, energies = sol.xs, sol.energies
             assert {v.dtype.name for v in xs.values()} == {name}
             assert energies.dtype.name == name and energies.shape == (4,)
             assert all(np.all(np.isfinite(v.astype(np.float32))) for v in xs.values())
-        (euler, _), (with_tol, _), _ = results
-        assert tree_allclose(euler, with_tol)
+        euler, with_tol, _ = results
+        assert tree_allclose(euler.xs, with_tol.xs)
 
 
 def test_solver_and_tol_from_a_fixed_point_record_finite_energies(rng):
     ham = random_model(hl.LTanh(), rng)
     zeros = ham.init_states()
     clamp_all = {"a": True, "b": True}
-    rest, _ = hl.descend(ham, zeros, steps=2000, dt=0.2, tol=1e-10)
+    rest = hl.descend(ham, zeros, steps=2000, dt=0.2, tol=1e-10).xs
     for start, clamp in ((rest, None), (zeros, clamp_all)):
-        xs, energies = hl.descend(
+        sol = hl.descend(
             ham,
             start,
             steps=5,
@@ -534,20 +553,21 @@ def test_solver_and_tol_from_a_fixed_point_record_finite_energies(rng):
             solver=diffrax.Tsit5(),
             tol=1e-4,
             clamp=clamp,
-            check_finite=True,
         )
         expected = eqx.filter_jit(ham.energy)(start)
-        assert tree_allclose(energies, jnp.full(6, expected))
-        assert tree_allclose(xs, start)
+        assert tree_allclose(sol.energies, jnp.full(6, expected))
+        assert tree_allclose(sol.xs, start)
+        assert sol.converged and sol.finite
 
 
 def test_vmap_of_a_solver_over_an_empty_batch(rng):
     ham = random_model(hl.LTanh(), rng)
     empty = {"a": jnp.zeros((0, 3, 4)), "b": jnp.zeros((0, 4))}
-    xs, energies = jax.vmap(
+    sol = jax.vmap(
         lambda x: hl.descend(ham, x, steps=4, dt=0.1, solver=diffrax.Tsit5(), tol=1e-3)
     )(empty)
-    assert xs["a"].shape == (0, 3, 4) and energies.shape == (0, 5)
+    assert sol.xs["a"].shape == (0, 3, 4) and sol.energies.shape == (0, 5)
+    assert sol.num_steps.shape == sol.residual.shape == sol.converged.shape == (0,)
 
 
 def test_empty_layers_are_at_rest():
@@ -555,31 +575,26 @@ def test_empty_layers_are_at_rest():
     # layers is at a fixed point from the start.
     ham = hl.HAM({"e": hl.NeuronLayer(hl.LSoftmax(), (0,))}, {}, [])
     for solver in (None, diffrax.Tsit5()):
-        xs, energies = hl.descend(
-            ham,
-            ham.init_states(),
-            steps=3,
-            dt=0.1,
-            tol=1e-6,
-            solver=solver,
-            check_finite=True,
+        sol = hl.descend(
+            ham, ham.init_states(), steps=3, dt=0.1, tol=1e-6, solver=solver
         )
-        assert xs["e"].shape == (0,)
-        assert tree_allclose(energies, jnp.zeros(4, jnp.float64))
+        assert sol.xs["e"].shape == (0,)
+        assert tree_allclose(sol.energies, jnp.zeros(4, jnp.float64))
+        assert sol.residual == 0 and sol.converged
 
 
 def test_numpy_integers_and_limits_for_steps_and_max_steps(rng):
     ham = random_model(hl.LTanh(), rng)
     x0 = ham.init_states()
-    _, energies = hl.descend(ham, x0, steps=np.int64(2), dt=0.1)
+    energies = hl.descend(ham, x0, steps=np.int64(2), dt=0.1).energies
     assert energies.shape == (3,)
     with pytest.raises(
         ValueError, match=r"`steps` must be an int in \[0, 2147483647\]"
     ):
         hl.descend(ham, x0, steps=2**31, dt=0.1)
-    _, energies = hl.descend(
+    energies = hl.descend(
         ham, x0, steps=2, dt=0.1, solver=diffrax.Tsit5(), max_steps=np.int32(64)
-    )
+    ).energies
     assert energies.shape == (3,)
     with pytest.raises(ValueError, match=r"`max_steps` must be an int in \[1,"):
         hl.descend(ham, x0, steps=2, dt=0.1, solver=diffrax.Tsit5(), max_steps=0)

@@ -52,10 +52,8 @@ def test_gradients_through_descend_match_finite_differences(rng):
 
     def memory_loss(patterns, beta):
         ham = dense_memory_ham(patterns, beta)
-        xs, energies = jax.vmap(lambda q: hl.descend(ham, {"v": q}, steps=6, dt=0.3))(
-            queries
-        )
-        return jnp.sum((xs["v"] - target) ** 2) + 0.1 * jnp.sum(energies)
+        sol = jax.vmap(lambda q: hl.descend(ham, {"v": q}, steps=6, dt=0.3))(queries)
+        return jnp.sum((sol.xs["v"] - target) ** 2) + 0.1 * jnp.sum(sol.energies)
 
     def two_layer_loss(W, beta):
         ham = hl.HAM(
@@ -66,9 +64,9 @@ def test_gradients_through_descend_match_finite_differences(rng):
             {"W": hl.LinearSynapse(W)},
             [(("v", "h"), "W")],
         )
-        xs, _ = hl.descend(
+        xs = hl.descend(
             ham, {"v": queries[0], "h": hidden}, steps=4, dt=0.2, clamp=clamp
-        )
+        ).xs
         return jnp.sum((xs["v"] - target[0]) ** 2) + jnp.sum(xs["h"] ** 2)
 
     patterns = rng.standard_normal((3, 4))
@@ -89,8 +87,8 @@ def test_optax_training_lowers_a_reconstruction_loss(rng, getkey):
     )
 
     def loss_fn(ham):
-        xs, _ = jax.vmap(
-            lambda x: hl.descend(ham, {"v": x}, steps=5, dt=0.5, trace=False)
+        xs = jax.vmap(
+            lambda x: hl.descend(ham, {"v": x}, steps=5, dt=0.5, trace=False).xs
         )(noisy)
         return jnp.mean((xs["v"] - data) ** 2)
 

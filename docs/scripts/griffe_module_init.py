@@ -67,7 +67,9 @@ def _fields(
             if (
                 isinstance(member, griffe.Attribute)
                 and member.annotation is not None
-                and "class-attribute" in member.labels
+                # A field with a default is a class attribute; one without is an
+                # annotation only, which griffe labels an instance attribute.
+                and member.labels & {"class-attribute", "instance-attribute"}
                 and not str(member.annotation).startswith(("ClassVar", "AbstractVar"))
             ):
                 fields[name] = member

@@ -1,0 +1,133 @@
+r"""Clamped neurons: the `clamp` argument of the dynamics, and the pieces of a step
+that hold clamped neurons fixed."""
+
+import functools as ft
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float
+
+from ._ham import States
+
+
+#: `clamp` as users give it: layer name -> `True` (hold the layer) or a boolean mask.
+Clamp = Mapping[str, bool | Bool[Array, "..."] | np.ndarray]
+#: `clamp` checked: layer name -> `None` (free), `True` (held) or a boolean mask.
+Masks = dict[str, None | bool | Array]
+
+
+def check_clamp(neurons: Mapping, clamp: object, where: str) -> Masks:
+    """Each layer's mask: `None` (free), `True` (all held) or a boolean array of the
+    layer's shape. Raises at once (at trace time) for a wrong structure."""
+    masks: Masks = {name: None for name in neurons}
+    if clamp is None:
+        return masks
+    if not isinstance(clamp, Mapping):
+        raise TypeError(
+            "`clamp` must be a dict from layer name to a boolean mask (or True) in "
+            f"`{where}`, got {type(clamp).__name__}."
+        )
+    for name, mask in clamp.items():
+        if name not in neurons:
+            raise ValueError(
+                f"`clamp` names the unknown layer {name!r} in `{where}`; the layers "
+                f"are {list(neurons)}."
+            )
+        shape = neurons[name].shape
+        if isinstance(mask, (bool, np.bool_)):
+            masks[name] = True if mask else None
+            continue
+        try:
+            mask = jnp.asarray(mask)
+        except (TypeError, ValueError) as e:
+            raise TypeError(
+                f"`clamp[{name!r}]` must be True or a boolean array, got "
+                f"{type(mask).__name__}."
+            ) from e
+        if mask.dtype != jnp.bool_:
+            raise TypeError(
+                f"`clamp[{name!r}]` must be a boolean mask (True = held fixed), got "
+                f"dtype {mask.dtype}; pass e.g. `mask.astype(bool)`."
+            )
+        if mask.shape != shape:
+            batched = mask.ndim == len(shape) + 1 and mask.shape[1:] == shape
+            raise ValueError(
+                f"`clamp[{name!r}]` has shape {mask.shape}, but layer {name!r} has "
+                f"shape {shape}: give a mask of shape {shape}, or True to hold the "
+                "whole layer."
+                + (
+                    f" `{where}` acts on one sample: map per-sample masks with "
+                    "`jax.vmap`, e.g. `jax.vmap(lambda x, m: hl.descend(ham, x, "
+                    f"steps=20, dt=0.1, clamp={{{name!r}: m}}))(xs, masks)`."
+                    if batched
+                    else ""
+                )
+            )
+        masks[name] = mask
+    return masks
+
+
+def hold(masks: Masks, old: States, new: States) -> States:
+    """`new`, with the clamped neurons of `old`."""
+    out = {}
+    for name, x in old.items():
+        mask = masks[name]
+        if mask is True:
+            out[name] = x
+        elif mask is None:
+            out[name] = new[name]
+        else:
+            out[name] = jnp.where(mask, x, new[name])
+    return out
+
+
+def euler_step(masks: Masks, rates: dict, xs: States, dEdg: States) -> States:
+    """One Euler step `x - dt / tau * dE/dg`, holding the clamped neurons."""
+    new = {
+        name: x if masks[name] is True else x - rates[name] * dEdg[name]
+        for name, x in xs.items()
+    }
+    return hold(masks, xs, new)
+
+
+def residual(masks: Masks, dEdg: States) -> Float[Array, ""]:
+    """max |dE/dg| over the free neurons (0 when none is free), in the promoted dtype
+    of the gradients."""
+    dtype = _result_type(dEdg)
+    out = jnp.zeros((), dtype)
+    for name, d in dEdg.items():
+        mask = masks[name]
+        if mask is True or d.size == 0:
+            continue
+        if mask is not None:
+            d = jnp.where(mask, jnp.zeros((), d.dtype), d)
+        # `max` propagates NaN, so a non-finite gradient is never "converged".
+        out = jnp.maximum(out, jnp.max(jnp.abs(d)).astype(dtype))
+    return out
+
+
+def all_finite(xs: States) -> Array:
+    """Whether every state is finite, a boolean scalar."""
+    return ft.reduce(
+        jnp.logical_and,
+        [jnp.all(jnp.isfinite(x)) for x in xs.values()],
+        jnp.array(True),
+    )
+
+
+def _result_type(xs: States):
+    with jax.numpy_dtype_promotion("standard"):
+        return jnp.result_type(*xs.values())
+
+
+__all__ = [
+    "Clamp",
+    "Masks",
+    "all_finite",
+    "check_clamp",
+    "euler_step",
+    "hold",
+    "residual",
+]
