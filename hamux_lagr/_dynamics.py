@@ -189,7 +189,7 @@ def _euler(ham, xs, masks, rates, *, steps, trace, tol, throw):
     return final, energies, bad, t, dEdg
 
 
-def _ode(ham, xs, masks, dt, *, steps, trace, tol, throw, solver, options):
+def _ode(ham, xs, masks, dt, *, steps, trace, tol, solver, options):
     """An ODE solve with diffrax on one sample: returns `(xs, energies, bad_step,
     num_steps, dEdg)`.
 
@@ -244,33 +244,16 @@ def _ode(ham, xs, masks, dt, *, steps, trace, tol, throw, solver, options):
     reached = ts < t_end
     ok = diffrax.is_okay(solution.result)
     # The first recorded time at which the state is not finite (a constant-step
-    # solver keeps a non-finite step), or the end if only the final state is.
+    # solver keeps a non-finite step), or that a failed solve could not reach: an
+    # adaptive solver rejects the steps of a diverging state until it runs out of
+    # `max_steps`, so its states stay finite while it cannot go on.
     seen = (reached & ~saved_finite).at[0].set(~all_finite(y0))
+    candidates = seen | (~reached & ~ok)
     bad = jnp.where(
-        jnp.any(seen),
-        jnp.argmax(seen).astype(jnp.int32),
+        jnp.any(candidates),
+        jnp.argmax(candidates).astype(jnp.int32),
         jnp.where(all_finite(final), jnp.int32(_NO_BAD), jnp.int32(steps)),
     )
-    if throw:
-        # (Not `solution.result.error_if`: its message index cannot be reduced over an
-        # empty `jax.vmap` batch.)
-        max_steps_reached = solution.result == diffrax.RESULTS.max_steps_reached
-        failed = ~ok & (bad < 0)
-        final = eqx.error_if(
-            final,
-            failed & max_steps_reached,
-            f"`descend`'s diffrax solver took `max_steps` = {options['max_steps']} "
-            "steps before reaching `t1 = steps * dt`; raise `max_steps`, or loosen the "
-            "step-size controller's tolerances. (An adaptive solver also runs out of "
-            "steps where the state diverges: Euler steps, `solver=None`, show it.)",
-        )
-        final = eqx.error_if(
-            final,
-            failed & ~max_steps_reached,
-            "`descend`'s diffrax solver failed before reaching `t1 = steps * dt` "
-            "(call `diffrax.diffeqsolve` on `ham.vector_field` for diffrax's own "
-            "message).",
-        )
     final = {name: final[name].astype(dtypes[name]) for name in final}
     last, dEdg = ham.energy_and_dEdg(final)
     num_steps = jnp.asarray(solution.stats["num_steps"]).astype(jnp.int32)
@@ -304,7 +287,6 @@ def _descend(ham, xs, masks, dt, *, steps, trace, tol, throw, solver, options):
             steps=steps,
             trace=trace,
             tol=tol,
-            throw=throw,
             solver=solver,
             options=options,
         )
@@ -314,13 +296,20 @@ def _descend(ham, xs, masks, dt, *, steps, trace, tol, throw, solver, options):
     return final, energies, bad, num_steps, res, converged
 
 
-def _non_finite_message(step: int | None) -> str:
+def _non_finite_message(step: int | None, solver: bool) -> str:
     at = "" if step is None else f" at step {step}"
     return (
-        f"`descend` produced a non-finite state (NaN or inf){at}; reduce `dt`, check "
-        "the synapses' scale, or use a Lagrangian that does not overflow "
-        "(`LExp`/`LRexp` grow like exp(beta x)). Pass `throw=False` to get the "
-        "`Solution` anyway, marked `finite=False`."
+        f"`descend` produced a non-finite state (NaN or inf){at}"
+        + (
+            ", or its diffrax solver could not get there (an adaptive solver runs "
+            "out of `max_steps` where the state diverges; raise `max_steps` if it "
+            "does not)"
+            if solver
+            else ""
+        )
+        + "; reduce `dt`, check the synapses' scale, or use a Lagrangian that does "
+        "not overflow (`LExp`/`LRexp` grow like exp(beta x)). Pass `throw=False` to "
+        "get the `Solution` anyway, marked `finite=False`."
     )
 
 
@@ -342,19 +331,19 @@ def _earliest(bad: Array, steps: int) -> tuple[Array, Array]:
     return any_bad, jnp.minimum(below + 1, steps)
 
 
-def _report_non_finite(xs: States, bad: Array, steps: int) -> States:
+def _report_non_finite(xs: States, bad: Array, steps: int, solver: bool) -> States:
     """Raises for a non-finite state at step `bad >= 0`: a `ValueError` at once when
     `bad` is concrete, else an error at run time (`eqx.branched_error_if`)."""
     value = concrete_value(bad)
     if value is not None:
         if int(value) >= 0:
-            raise ValueError(_non_finite_message(int(value)))
+            raise ValueError(_non_finite_message(int(value), solver))
         return xs
     if steps > _MAX_STEP_MESSAGES:
-        return eqx.error_if(xs, bad >= 0, _non_finite_message(None))
+        return eqx.error_if(xs, bad >= 0, _non_finite_message(None, solver))
     # Under `jax.vmap`, the earliest bad step of the batch.
     any_bad, step = _earliest(bad, steps)
-    messages = tuple(_non_finite_message(i) for i in range(steps + 1))
+    messages = tuple(_non_finite_message(i, solver) for i in range(steps + 1))
     return eqx.branched_error_if(xs, any_bad, step, messages)
 
 
@@ -449,9 +438,10 @@ def descend(
       initial state included, as step 0) raises, naming the first such step: a
       `ValueError` when called outside `jax.jit`; under `jax.jit` an error at run
       time carrying the same message (`eqx.branched_error_if`; without the step
-      number beyond 10,000 steps). A diffrax solve that fails raises too. If `False`,
-      nothing raises: the `Solution` is returned with `finite=False` (and, for a
-      failed diffrax solve, `converged=False`). Use `throw=False` for `jax.export`,
+      number beyond 10,000 steps). A diffrax solve that stops before `steps * dt`
+      counts as diverging (an adaptive solver rejects the steps of a diverging state
+      until it runs out of `max_steps`), at the first recorded time it did not reach.
+      If `False`, nothing raises: the `Solution` is returned with `finite=False`. Use `throw=False` for `jax.export`,
       which cannot serialise the error's host callback.
     - `stepsize_controller`: with `solver`, a diffrax step-size controller; by default
       `diffrax.PIDController(rtol=1e-4, atol=1e-6)` for adaptive solvers and constant
@@ -502,7 +492,7 @@ def descend(
         options={"stepsize_controller": stepsize_controller, "max_steps": max_steps},
     )
     if throw:
-        final = _report_non_finite(final, bad, steps)
+        final = _report_non_finite(final, bad, steps, solver is not None)
     return Solution(
         xs=final,
         energies=energies,

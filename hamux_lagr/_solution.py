@@ -28,7 +28,8 @@ class Solution(eqx.Module):
     - `converged`: whether `residual < tol`, a boolean scalar (always `False` when no
       `tol` was given).
     - `finite`: whether every state along the solve stayed finite (no NaN or inf), a
-      boolean scalar. With `throw=True` (the default) a non-finite state raises
+      boolean scalar; with a diffrax solver in `descend`, also `False` when the solve
+      stopped before its end time (an adaptive solver does where the state diverges). With `throw=True` (the default) a non-finite state raises
       instead, so a returned `Solution` has `finite=True`; with `throw=False` it is
       returned and marked here.
     """
