@@ -441,8 +441,9 @@ def descend(
       number beyond 10,000 steps). A diffrax solve that stops before `steps * dt`
       counts as diverging (an adaptive solver rejects the steps of a diverging state
       until it runs out of `max_steps`), at the first recorded time it did not reach.
-      If `False`, nothing raises: the `Solution` is returned with `finite=False`. Use `throw=False` for `jax.export`,
-      which cannot serialise the error's host callback.
+      If `False`, nothing raises: the `Solution` is returned with `finite=False`.
+      Export with `throw=False` (`hamux_lagr.to_onnx`, `hamux_lagr.to_jax_export`):
+      an exported model cannot run the error's host callback.
     - `stepsize_controller`: with `solver`, a diffrax step-size controller; by default
       `diffrax.PIDController(rtol=1e-4, atol=1e-6)` for adaptive solvers and constant
       steps of `dt` otherwise.

@@ -412,8 +412,9 @@ def fixed_point(
     - `throw`: if `True` (the default), a solve that does not converge within
       `max_steps`, or meets a non-finite state, raises: a `ValueError` outside
       `jax.jit`, an error at run time (`eqx.error_if`) under it. If `False` nothing
-      raises: the `Solution` says `converged=False` (or `finite=False`). Use
-      `throw=False` for `jax.export`, which cannot serialise the error's host callback.
+      raises: the `Solution` says `converged=False` (or `finite=False`). Export with
+      `throw=False` (`hamux_lagr.to_onnx`, `hamux_lagr.to_jax_export`): an exported
+      model cannot run the error's host callback.
 
     **Returns:**
 
