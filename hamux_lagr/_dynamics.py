@@ -13,7 +13,7 @@ from equinox.internal import unvmap_any
 from jax import lax
 from jaxtyping import Array, Float
 
-from ._ham import HAM, prepare_states, States, StatesLike
+from ._ham import common_dtype, HAM, prepare_states, States, StatesLike
 from ._masks import all_finite, check_clamp, Clamp, euler_step, residual
 from ._solution import Solution
 from ._validation import (
@@ -259,8 +259,7 @@ def _ode(ham, xs, masks, dt, *, steps, trace, tol, solver, options):
     num_steps = jnp.asarray(solution.stats["num_steps"]).astype(jnp.int32)
     if not trace:
         return final, None, bad, num_steps, dEdg
-    with jax.numpy_dtype_promotion("standard"):
-        edtype = jnp.result_type(*dtypes.values())
+    edtype = common_dtype(dtypes)
     energies = jnp.where(reached, saved_energies.astype(edtype), last.astype(edtype))
     return final, energies, bad, num_steps, dEdg
 

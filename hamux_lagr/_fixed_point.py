@@ -21,7 +21,7 @@ import optimistix as optx
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Bool, Float, Int, PyTree
 
-from ._ham import HAM, prepare_states, States, StatesLike
+from ._ham import common_dtype, HAM, prepare_states, States, StatesLike
 from ._masks import all_finite, check_clamp, Clamp, hold, Masks, residual
 from ._solution import Solution
 from ._validation import concrete_value, positive_scalar, static_float, static_int
@@ -32,10 +32,6 @@ _WHERE = "fixed_point"
 
 def _tree_where(pred: Array, a: PyTree, b: PyTree) -> PyTree:
     return jax.tree.map(lambda u, v: jnp.where(pred, u, v), a, b)
-
-
-def _finite(tree: PyTree) -> Array:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(u)) for u in jax.tree.leaves(tree)]))
 
 
 def _axpy(a: Array, x: PyTree, y: PyTree) -> PyTree:
@@ -176,7 +172,7 @@ class _SafeguardedAnderson(optx.AbstractFixedPointSolver):
             grew=jnp.where(accept, grew, state.grew),
             evals=state.evals + 1,
             # A non-finite accepted iterate (only the start can be one) ends the solve.
-            done=converged | (accept & ~(jnp.isfinite(energy) & _finite(y))),
+            done=converged | (accept & ~(jnp.isfinite(energy) & all_finite(y))),
         )
         return _tree_where(converged, y, candidate), new_state, (energy, res)
 
@@ -253,9 +249,7 @@ def _euler_map(masks: Masks, rates: dict):
 
 
 def _linear_solver(xs: States) -> lx.AbstractLinearSolver:
-    with jax.numpy_dtype_promotion("standard"):
-        dtype = jnp.result_type(*xs.values())
-    tol = 1e-10 if jnp.finfo(dtype).bits >= 64 else 1e-5
+    tol = 1e-10 if jnp.finfo(common_dtype(xs)).bits >= 64 else 1e-5
     return lx.GMRES(rtol=tol, atol=tol, restart=20, stagnation_iters=20)
 
 

@@ -312,13 +312,13 @@ class HAM(eqx.Module):
                 )
             out[name] = out[name] + energy if name in out else energy
         # A synapse in no connection contributes nothing.
-        dtype = _common_dtype(gs)
+        dtype = common_dtype(gs)
         return {name: out.get(name, jnp.zeros((), dtype)) for name in self.synapses}
 
     def _synapse_energy(self, gs: States) -> Float[Array, ""]:
         energies = [e for e in self._synapse_energies(gs).values()]
         if not energies:
-            return jnp.zeros((), _common_dtype(gs))
+            return jnp.zeros((), common_dtype(gs))
         return ft.reduce(jnp.add, energies)
 
     def energy_tree(self, xs: StatesLike) -> dict[str, dict[str, Float[Array, ""]]]:
@@ -437,7 +437,8 @@ class HAM(eqx.Module):
         return hold(masks, zeros, rates)
 
 
-def _common_dtype(xs: States):
+def common_dtype(xs: Mapping) -> jnp.dtype:
+    """The dtype the values of `xs` (arrays or dtypes) promote to."""
     with jax.numpy_dtype_promotion("standard"):
         return jnp.result_type(*xs.values())
 
@@ -506,4 +507,11 @@ def prepare_states(ham: HAM, xs: object, where: str, what: str = "xs") -> States
     return out
 
 
-__all__ = ["HAM", "Connection", "States", "StatesLike", "prepare_states"]
+__all__ = [
+    "HAM",
+    "Connection",
+    "States",
+    "StatesLike",
+    "common_dtype",
+    "prepare_states",
+]

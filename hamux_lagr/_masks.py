@@ -7,9 +7,9 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, Bool, Float, PyTree
 
-from ._ham import States
+from ._ham import common_dtype, States
 
 
 #: `clamp` as users give it: layer name -> `True` (hold the layer) or a boolean mask.
@@ -95,7 +95,7 @@ def euler_step(masks: Masks, rates: dict, xs: States, dEdg: States) -> States:
 def residual(masks: Masks, dEdg: States) -> Float[Array, ""]:
     """max |dE/dg| over the free neurons (0 when none is free), in the promoted dtype
     of the gradients."""
-    dtype = _result_type(dEdg)
+    dtype = common_dtype(dEdg)
     out = jnp.zeros((), dtype)
     for name, d in dEdg.items():
         mask = masks[name]
@@ -108,18 +108,14 @@ def residual(masks: Masks, dEdg: States) -> Float[Array, ""]:
     return out
 
 
-def all_finite(xs: States) -> Array:
-    """Whether every state is finite, a boolean scalar."""
+def all_finite(xs: PyTree) -> Array:
+    """Whether every array of `xs` (states, or any pytree) is finite, a boolean
+    scalar."""
     return ft.reduce(
         jnp.logical_and,
-        [jnp.all(jnp.isfinite(x)) for x in xs.values()],
+        [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(xs)],
         jnp.array(True),
     )
-
-
-def _result_type(xs: States):
-    with jax.numpy_dtype_promotion("standard"):
-        return jnp.result_type(*xs.values())
 
 
 __all__ = [
