@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 
 import hamux_lagr as hl
-from hamux_lagr._random_features import RandomFeatureMemory
+from hamux_lagr._synapses.random_features import RandomFeatureMemory
 
 
 D, B, BETA, CHUNK = 784, 256, 1.0, 2048

@@ -7,11 +7,51 @@ layer's activation function and its Legendre transform is the layer's energy.
 import importlib.metadata
 
 from . import functional as functional
-from ._functional import (
+from ._dynamics.descend import descend as descend
+from ._dynamics.fixed_point import fixed_point as fixed_point
+from ._dynamics.solution import Solution as Solution
+from ._export.export import to_jax_export as to_jax_export, to_onnx as to_onnx
+from ._ham import HAM as HAM
+from ._lagrangians.base import Lagrangian as Lagrangian
+from ._lagrangians.exponential import (
+    LExp as LExp,
+    LRexp as LRexp,
+    LSigmoid as LSigmoid,
+    LTanh as LTanh,
+)
+from ._lagrangians.log_sum_relu import LLogSumReLU as LLogSumReLU
+from ._lagrangians.normmax import LNormmax as LNormmax
+from ._lagrangians.norms import (
+    LLayerNorm as LLayerNorm,
+    LSphericalNorm as LSphericalNorm,
+)
+from ._lagrangians.polynomial import (
+    LIdentity as LIdentity,
+    LRelu as LRelu,
+    LRepu as LRepu,
+)
+from ._lagrangians.softmax import (
+    LGhostmax as LGhostmax,
+    LSoftmax as LSoftmax,
+    LSoftmaxUnstable as LSoftmaxUnstable,
+)
+from ._lagrangians.sparse import LEntmax as LEntmax, LSparsemax as LSparsemax
+from ._neurons import NeuronLayer as NeuronLayer
+from ._sharding import shard as shard, shard_states as shard_states
+from ._synapses.attention import AttentionSynapse as AttentionSynapse
+from ._synapses.base import Synapse as Synapse
+from ._synapses.conv import ConvSynapse as ConvSynapse, PoolSynapse as PoolSynapse
+from ._synapses.dense_memory import DenseMemory as DenseMemory
+from ._synapses.linear import BiasSynapse as BiasSynapse, LinearSynapse as LinearSynapse
+from ._synapses.random_features import RandomFeatureMemory as RandomFeatureMemory
+from .functional import (
+    lagr_entmax as lagr_entmax,
     lagr_exp as lagr_exp,
     lagr_ghostmax as lagr_ghostmax,
     lagr_identity as lagr_identity,
     lagr_layernorm as lagr_layernorm,
+    lagr_log_sum_relu as lagr_log_sum_relu,
+    lagr_normmax as lagr_normmax,
     lagr_relu as lagr_relu,
     lagr_repu as lagr_repu,
     lagr_rexp as lagr_rexp,
@@ -21,54 +61,6 @@ from ._functional import (
     lagr_spherical_norm as lagr_spherical_norm,
     lagr_tanh as lagr_tanh,
 )
-from ._functional_sparse import (
-    lagr_entmax as lagr_entmax,
-    lagr_sparsemax as lagr_sparsemax,
-)
-from ._lagrangians import (
-    Lagrangian as Lagrangian,
-    LExp as LExp,
-    LGhostmax as LGhostmax,
-    LIdentity as LIdentity,
-    LLayerNorm as LLayerNorm,
-    LRelu as LRelu,
-    LRepu as LRepu,
-    LRexp as LRexp,
-    LSigmoid as LSigmoid,
-    LSoftmax as LSoftmax,
-    LSoftmaxUnstable as LSoftmaxUnstable,
-    LSphericalNorm as LSphericalNorm,
-    LTanh as LTanh,
-)
-from ._lagrangians_sparse import LEntmax as LEntmax, LSparsemax as LSparsemax
-from ._log_sum_relu import (
-    lagr_log_sum_relu as lagr_log_sum_relu,
-    LLogSumReLU as LLogSumReLU,
-)
-from ._normmax import lagr_normmax as lagr_normmax, LNormmax as LNormmax
-
-
-# --- associative memories (neurons, synapses, HAM, dynamics) ---
-# isort: split
-from ._attention import AttentionSynapse as AttentionSynapse
-from ._conv import ConvSynapse as ConvSynapse, PoolSynapse as PoolSynapse
-from ._dense_memory import DenseMemory as DenseMemory
-from ._dynamics import descend as descend
-from ._export import to_jax_export as to_jax_export, to_onnx as to_onnx
-from ._fixed_point import fixed_point as fixed_point
-from ._ham import HAM as HAM
-from ._neurons import NeuronLayer as NeuronLayer
-from ._random_features import RandomFeatureMemory as RandomFeatureMemory
-from ._sharding import shard as shard, shard_states as shard_states
-from ._solution import Solution as Solution
-from ._synapses import (
-    BiasSynapse as BiasSynapse,
-    LinearSynapse as LinearSynapse,
-    Synapse as Synapse,
-)
-
-
-# --- end associative memories ---
 
 
 __version__ = importlib.metadata.version("hamux_lagr")

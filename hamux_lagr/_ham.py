@@ -14,29 +14,19 @@ $x_\ell$ term) out, as the Energy Transformer does (Hoover et al. 2023).
 
 import functools as ft
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
-from jaxtyping import Array, Float, PRNGKeyArray, Shaped
+from jaxtyping import Array, Float, PRNGKeyArray
 
+from ._clamp import check_clamp, hold
+from ._custom_types import Clamp, Connection, States, StatesLike
+from ._misc import common_dtype
 from ._neurons import NeuronLayer
 from ._validation import as_state, check_key
-
-
-if TYPE_CHECKING:
-    from ._masks import Clamp
-
-
-#: One sample's states or activations: a dict from layer name to array.
-States = dict[str, Float[Array, "..."]]
-#: States as the user may give them: any array-likes.
-StatesLike = Mapping[str, Shaped[ArrayLike, "..."]]
-#: A connection: the names of the layers a synapse connects, and the synapse's name.
-Connection = tuple[tuple[str, ...], str]
 
 
 def _check_name(name: object, what: str) -> str:
@@ -182,10 +172,6 @@ class HAM(eqx.Module):
         self.synapses = dict(synapses)
         self.connections = tuple(checked)
 
-    # ------------------------------------------------------------------------------
-    # states
-    # ------------------------------------------------------------------------------
-
     def init_states(
         self,
         batch_size: int | np.integer | None = None,
@@ -251,10 +237,6 @@ class HAM(eqx.Module):
             name: xs[name] + dsyn[name] if layer.leak else dsyn[name]
             for name, layer in self.neurons.items()
         }
-
-    # ------------------------------------------------------------------------------
-    # energies
-    # ------------------------------------------------------------------------------
 
     def synapse_energies(self, gs: StatesLike) -> dict[str, Float[Array, ""]]:
         r"""Each synapse's energy of the *activations* `gs`.
@@ -399,7 +381,7 @@ class HAM(eqx.Module):
         return ft.reduce(jnp.add, [*layer_energies.values(), syn_energy]), dEdg
 
     def vector_field(
-        self, t: ArrayLike | None, xs: StatesLike, clamp: "Clamp | None" = None
+        self, t: ArrayLike | None, xs: StatesLike, clamp: Clamp | None = None
     ) -> States:
         r"""The right-hand side of the dynamics, $\dot x_\ell =
         -\tau_\ell^{-1}\,\partial E/\partial g_\ell$, for one sample.
@@ -426,8 +408,6 @@ class HAM(eqx.Module):
 
         A dict from layer name to $\dot x_\ell$, shaped and typed like `xs`.
         """
-        from ._masks import check_clamp, hold
-
         del t
         xs = prepare_states(self, xs, "HAM.vector_field")
         masks = check_clamp(self.neurons, clamp, "HAM.vector_field")
@@ -435,12 +415,6 @@ class HAM(eqx.Module):
         rates = {name: -dEdg[name] / layer.tau for name, layer in self.neurons.items()}
         zeros = {name: jnp.zeros_like(x) for name, x in xs.items()}
         return hold(masks, zeros, rates)
-
-
-def common_dtype(xs: Mapping) -> jnp.dtype:
-    """The dtype the values of `xs` (arrays or dtypes) promote to."""
-    with jax.numpy_dtype_promotion("standard"):
-        return jnp.result_type(*xs.values())
 
 
 def _in_layer(name: str, layer: NeuronLayer, method: Callable, x: Array):
@@ -505,13 +479,3 @@ def prepare_states(ham: HAM, xs: object, where: str, what: str = "xs") -> States
             )
         out[name] = x
     return out
-
-
-__all__ = [
-    "HAM",
-    "Connection",
-    "States",
-    "StatesLike",
-    "common_dtype",
-    "prepare_states",
-]

@@ -14,7 +14,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._custom_types import Scalar, StateLike
-from ._lagrangians import Lagrangian
+from ._lagrangians.base import Lagrangian
 from ._validation import (
     as_shape,
     as_state,
@@ -216,6 +216,3 @@ class NeuronLayer(eqx.Module):
             return jnp.zeros(shape, dtype)
         check_key(key, "NeuronLayer.init")
         return jax.random.normal(key, shape, dtype)
-
-
-__all__ = ["NeuronLayer"]

@@ -25,7 +25,7 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from ._dense_memory import DenseMemory
+from ._synapses.dense_memory import DenseMemory
 
 
 _Tree = TypeVar("_Tree")
@@ -216,6 +216,3 @@ def shard_states(xs: _Tree, mesh: Mesh, *, batch_axis: AxisLike) -> _Tree:
         return _place(x, NamedSharding(mesh, spec))
 
     return jax.tree_util.tree_map(place, xs)
-
-
-__all__ = ["shard", "shard_states"]

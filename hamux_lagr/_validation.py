@@ -27,15 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
-
-# ----------------------------------------------------------------------------------
-# dtypes, concrete values and value checks
-# ----------------------------------------------------------------------------------
-
-
-def default_float_dtype() -> np.dtype:
-    """JAX's current default floating dtype (float64 when x64 is enabled)."""
-    return jax.dtypes.canonicalize_dtype(jnp.float64)
+from ._misc import default_float_dtype
 
 
 def concrete_value(value: object) -> np.ndarray | None:
@@ -140,11 +132,6 @@ def is_not_positive_finite(v):
 def is_not_finite(v):
     """True where `v` is NaN or infinite."""
     return ~((v > -np.inf) & (v < np.inf))
-
-
-# ----------------------------------------------------------------------------------
-# arrays
-# ----------------------------------------------------------------------------------
 
 
 def _as_array(value: object, name: str, where: str, what: str) -> Array:
@@ -346,11 +333,6 @@ def state_and_beta(
     return x, beta
 
 
-# ----------------------------------------------------------------------------------
-# static hyper-parameters
-# ----------------------------------------------------------------------------------
-
-
 def _is_int(value: object) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(
         value, (bool, np.bool_)
@@ -527,31 +509,3 @@ def float_dtype(dtype) -> np.dtype:
     if not jnp.issubdtype(out, jnp.floating):
         raise TypeError(f"`dtype` must be a floating dtype, got {out}.")
     return out
-
-
-__all__ = [
-    "as_pair",
-    "as_param",
-    "as_shape",
-    "as_state",
-    "check_broadcasts",
-    "check_key",
-    "check_nonempty",
-    "checked_param",
-    "concrete_value",
-    "default_float_dtype",
-    "ensure",
-    "ensure_finite",
-    "finite_param",
-    "float_dtype",
-    "is_not_finite",
-    "is_not_positive_finite",
-    "learnable",
-    "normalise_axis",
-    "positive_param",
-    "positive_scalar",
-    "static_axis",
-    "static_float",
-    "state_and_beta",
-    "static_int",
-]

@@ -86,12 +86,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._dense_memory import DenseMemory
-from ._dynamics import descend
+from ._dynamics.descend import descend
 from ._ham import HAM
-from ._lagrangians import Lagrangian, LIdentity, LRepu, LSoftmax, LSphericalNorm
-from ._lagrangians_sparse import LEntmax, LSparsemax
+from ._lagrangians.base import Lagrangian
+from ._lagrangians.norms import LSphericalNorm
+from ._lagrangians.polynomial import LIdentity, LRepu
+from ._lagrangians.softmax import LSoftmax
+from ._lagrangians.sparse import LEntmax, LSparsemax
 from ._neurons import NeuronLayer
+from ._synapses.dense_memory import DenseMemory
 
 
 SIDE = 8  # the digits are SIDE x SIDE images
@@ -110,11 +113,6 @@ FIGURE_FORMATS = (
     ".tif",
     ".tiff",
 )
-
-
-# ----------------------------------------------------------------------------------
-# data
-# ----------------------------------------------------------------------------------
 
 
 def load_data() -> tuple[np.ndarray, np.ndarray]:
@@ -163,11 +161,6 @@ def nearest(queries: np.ndarray, patterns: np.ndarray, known=None) -> np.ndarray
         + w @ (patterns**2).T
     )
     return np.argmin(d2, axis=1)
-
-
-# ----------------------------------------------------------------------------------
-# memories
-# ----------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -303,11 +296,6 @@ def _recall_polynomial(ham: HAM, x0, mask, *, steps: int, dt: float):
     if mask is None:
         return jax.vmap(lambda x: one(x, None))(x0)
     return jax.vmap(one)(x0, mask)
-
-
-# ----------------------------------------------------------------------------------
-# the run
-# ----------------------------------------------------------------------------------
 
 
 def accuracies(recalled, images, labels, targets) -> tuple[float, float]:

@@ -1,4 +1,4 @@
-"""The softmax family's vmap-friendly layout (`hamux_lagr._axis_ops`).
+"""The softmax family's vmap-friendly layout (`hamux_lagr._lagrangians.axis_ops`).
 
 A batch of dense-memory similarities comes out of `jax.vmap` as a `(K, batch)` array;
 the softmax family must neither transpose it nor change any value or derivative on the
@@ -13,7 +13,7 @@ import pytest
 from helpers import tree_allclose
 
 import hamux_lagr as hl
-from hamux_lagr._axis_ops import axis_dot, axis_expand
+from hamux_lagr._lagrangians.axis_ops import axis_dot, axis_expand
 
 
 @pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from helpers import run_without_hook, tree_allclose
 
-from hamux_lagr._normmax import lagr_normmax, LNormmax
+from hamux_lagr._lagrangians.normmax import lagr_normmax, LNormmax
 
 
 # Distinct entries, away from the edges of the supports used below.
@@ -412,7 +412,7 @@ def test_type_wrong_arguments_get_our_messages():
     out = run_without_hook(
         """
         import jax.numpy as jnp
-        from hamux_lagr._normmax import LNormmax, lagr_normmax
+        from hamux_lagr._lagrangians.normmax import LNormmax, lagr_normmax
 
         calls = {
             "alpha-str": lambda: lagr_normmax(jnp.ones(3), "2"),

@@ -6,7 +6,7 @@ import pytest
 from helpers import run_without_hook, tree_allclose
 
 import hamux_lagr as hl
-from hamux_lagr._random_features import RandomFeatureMemory
+from hamux_lagr._synapses.random_features import RandomFeatureMemory
 
 
 def _unit(x):
@@ -223,7 +223,7 @@ def test_type_errors_show_our_messages():
     out = run_without_hook(
         """
         import jax, jax.numpy as jnp
-        from hamux_lagr._random_features import RandomFeatureMemory
+        from hamux_lagr._synapses.random_features import RandomFeatureMemory
         build = RandomFeatureMemory.from_patterns
         p, key = jnp.ones((2, 3)), jax.random.key(0)
         cases = {

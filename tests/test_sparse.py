@@ -9,12 +9,12 @@ import pytest
 from helpers import run_without_hook, tree_allclose
 
 from hamux_lagr import lagr_softmax
-from hamux_lagr._functional_sparse import (
+from hamux_lagr._lagrangians.sparse import (
     bisection_steps,
     lagr_entmax,
     lagr_sparsemax,
 )
-from hamux_lagr._lagrangians_sparse import LEntmax, LSparsemax
+from hamux_lagr._lagrangians.sparse import LEntmax, LSparsemax
 
 
 # Entries with distinct values, away from the edges of the supports used below.
@@ -446,8 +446,8 @@ def test_type_errors_without_the_hook():
     out = run_without_hook(
         """
         import jax.numpy as jnp
-        from hamux_lagr._functional_sparse import lagr_entmax, lagr_sparsemax
-        from hamux_lagr._lagrangians_sparse import LEntmax, LSparsemax
+        from hamux_lagr._lagrangians.sparse import lagr_entmax, lagr_sparsemax
+        from hamux_lagr._lagrangians.sparse import LEntmax, LSparsemax
 
         calls = {
             "entmax-alpha-str": lambda: lagr_entmax(jnp.ones(3), "2"),

@@ -33,10 +33,6 @@ from jax import lax
 from jaxtyping import ArrayLike
 
 
-# ----------------------------------------------------------------------------------
-# simplification: one abstract evaluation of the jaxpr
-# ----------------------------------------------------------------------------------
-
 # Primitives whose jaxpr is inlined (the forward pass of a call, or of a function with
 # a custom derivative rule), with the parameter that holds it.
 _INLINED = {
@@ -392,11 +388,6 @@ def _callback_error(origin: str, primitive: str, target: str) -> ValueError:
     )
 
 
-# ----------------------------------------------------------------------------------
-# tracing
-# ----------------------------------------------------------------------------------
-
-
 def _specs(example_args: Sequence, target: str) -> list[jax.ShapeDtypeStruct]:
     specs = []
     for i, a in enumerate(jax.tree.leaves(example_args)):
@@ -452,11 +443,6 @@ def _subjaxprs(jaxpr):
             for sub in param if isinstance(param, (tuple, list)) else (param,):
                 if isinstance(sub, (jex.Jaxpr, jex.ClosedJaxpr)):
                     yield from _subjaxprs(_open(sub))
-
-
-# ----------------------------------------------------------------------------------
-# ONNX
-# ----------------------------------------------------------------------------------
 
 
 def _dot_general_for_onnx(eqn, invals) -> list:
@@ -831,11 +817,6 @@ def _unsupported_message(missing: list[str], origins: dict[str, str]) -> str:
     )
 
 
-# ----------------------------------------------------------------------------------
-# StableHLO
-# ----------------------------------------------------------------------------------
-
-
 def to_jax_export(
     fn: Callable,
     *example_args: ArrayLike | jax.ShapeDtypeStruct | Any,
@@ -893,6 +874,3 @@ def to_jax_export(
         with open(os.fspath(path), "wb") as f:
             f.write(exported.serialize())
     return exported
-
-
-__all__ = ["to_jax_export", "to_onnx"]

@@ -12,10 +12,8 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._custom_types import ParamLike, Scalar, StateLike
-from ._functional_softmax import _reduced_shape
-from ._lagrangians import _array_or_as_given, _evaluated_beta, Lagrangian
-from ._validation import (
+from .._custom_types import ParamLike, Scalar, StateLike
+from .._validation import (
     as_state,
     learnable,
     normalise_axis,
@@ -23,6 +21,8 @@ from ._validation import (
     static_axis,
     static_float,
 )
+from .base import _array_or_as_given, _evaluated_beta, Lagrangian
+from .softmax import _reduced_shape
 
 
 def _eps(eps: object, where: str) -> float:
@@ -137,6 +137,3 @@ class LLogSumReLU(Lagrangian):
         shape = _reduced_shape(x.shape, axis)
         beta = _evaluated_beta(self.beta, self.min_beta, x, shape, where)
         return jnp.sum(_log_sum_relu(x, beta, self.eps, axis))
-
-
-__all__ = ["LLogSumReLU", "lagr_log_sum_relu"]

@@ -32,6 +32,3 @@ def tangent_sum(out: Array, *terms: tuple[object, Callable[[], Array]]) -> Array
     if total is None:
         return jnp.zeros_like(out)
     return jnp.broadcast_to(total, out.shape).astype(out.dtype)
-
-
-__all__ = ["is_zero", "tangent_sum"]

@@ -13,11 +13,9 @@ from jax import lax
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._chunked import check_chunkable, streamed_energy
-from ._custom_types import Scalar
-from ._lagrangians import Lagrangian
-from ._synapses import AnyArray, as_activations, ShapeLike, SizeLike, Synapse
-from ._validation import (
+from .._custom_types import AnyArray, Scalar, ShapeLike, SizeLike
+from .._lagrangians.base import Lagrangian
+from .._validation import (
     as_shape,
     check_key,
     check_nonempty,
@@ -25,6 +23,8 @@ from ._validation import (
     learnable,
     static_int,
 )
+from .base import as_activations, Synapse
+from .chunked import check_chunkable, streamed_energy
 
 
 class DenseMemory(Synapse):
@@ -289,6 +289,3 @@ class DenseMemory(Synapse):
         xi = jax.random.normal(key, (num_memories, *shape), float_dtype(dtype))
         xi = xi / jnp.sqrt(jnp.sum(xi**2, axis=dims, keepdims=True))
         return cls(xi, lagrangian, similarity, chunk_size)
-
-
-__all__ = ["DenseMemory"]

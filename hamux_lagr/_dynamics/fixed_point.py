@@ -21,10 +21,12 @@ import optimistix as optx
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Bool, Float, Int, PyTree
 
-from ._ham import common_dtype, HAM, prepare_states, States, StatesLike
-from ._masks import all_finite, check_clamp, Clamp, hold, Masks, residual
-from ._solution import Solution
-from ._validation import concrete_value, positive_scalar, static_float, static_int
+from .._clamp import check_clamp, hold, residual
+from .._custom_types import Clamp, Masks, States, StatesLike
+from .._ham import HAM, prepare_states
+from .._misc import all_finite, common_dtype
+from .._validation import concrete_value, positive_scalar, static_float, static_int
+from .solution import Solution
 
 
 _WHERE = "fixed_point"
@@ -485,6 +487,3 @@ def fixed_point(
         converged=converged,
         finite=finite,
     )
-
-
-__all__ = ["fixed_point"]

@@ -47,6 +47,3 @@ def axis_expand(m: Float[Array, "..."], shape: tuple[int, ...]) -> Float[Array, 
         return jnp.broadcast_to(m, shape)
     ones = jnp.ones((shape[0], 1), m.dtype)
     return lax.dot_general(ones, m, (((1,), (0,)), ((), ())), precision=_HIGHEST)
-
-
-__all__ = ["axis_dot", "axis_expand"]

@@ -3,7 +3,7 @@ r"""The result of a descent or fixed-point solve: final states and a convergence
 import equinox as eqx
 from jaxtyping import Array, Bool, Float, Int
 
-from ._ham import States
+from .._custom_types import States
 
 
 class Solution(eqx.Module):
@@ -40,6 +40,3 @@ class Solution(eqx.Module):
     residual: Float[Array, ""]
     converged: Bool[Array, ""]
     finite: Bool[Array, ""]
-
-
-__all__ = ["Solution"]

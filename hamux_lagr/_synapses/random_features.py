@@ -16,15 +16,9 @@ from jax import lax
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._custom_types import Scalar
-from ._synapses import AnyArray, as_activations, RealLike, SizeLike, Synapse
-from ._validation import (
-    check_key,
-    check_nonempty,
-    learnable,
-    static_float,
-    static_int,
-)
+from .._custom_types import AnyArray, RealLike, Scalar, SizeLike
+from .._validation import check_key, check_nonempty, learnable, static_float, static_int
+from .base import as_activations, Synapse
 
 
 _SIMILARITIES = ("dot", "l2")
@@ -336,6 +330,3 @@ def _check_patterns(patterns: object, shape, where: str) -> Array:
         "Store at least one pattern, of the layer's (non-empty) shape.",
     )
     return arr
-
-
-__all__ = ["RandomFeatureMemory"]

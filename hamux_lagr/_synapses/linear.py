@@ -1,134 +1,22 @@
-r"""Synapses: learnable interaction energies between the activations of neuron layers.
+r"""The dense synapses: `LinearSynapse` (a weight matrix) and `BiasSynapse`."""
 
-A synapse is an Equinox module whose `__call__(*gs)` takes the activations of the layers
-it connects (one sample each) and returns a scalar energy. A synapse with `k` inputs is
-a `k`-body interaction; the total energy of a `hamux_lagr.HAM` sums the synapses'
-energies and the layers' energies.
-
-This file holds the abstract `Synapse`, the dense `LinearSynapse` and the `BiasSynapse`,
-and the helpers the other synapse files share. The dense associative memory, the
-convolutional and pooling synapses and the attention synapse live in `_dense_memory.py`,
-`_conv.py` and `_attention.py`.
-"""
-
-import abc
 import math
-from collections.abc import Sequence
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._custom_types import Scalar
-from ._validation import (
+from .._custom_types import AnyArray, RealLike, Scalar, ShapeLike
+from .._validation import (
     as_shape,
-    as_state,
     check_key,
     check_nonempty,
     float_dtype,
     learnable,
     static_float,
 )
-
-
-# ----------------------------------------------------------------------------------
-# helpers shared by the synapse files
-# ----------------------------------------------------------------------------------
-
-
-#: Activations as synapses accept them: JAX or NumPy arrays.
-AnyArray = Array | np.ndarray
-#: A size (a number of neurons, channels, heads): a Python or NumPy int.
-SizeLike = int | np.integer
-#: A layer's shape: a size (a vector layer) or a sequence of sizes.
-ShapeLike = SizeLike | Sequence[SizeLike]
-#: A 2-D window size or stride: a size (both axes) or a pair of sizes.
-PairLike = SizeLike | tuple[SizeLike, SizeLike]
-#: A static real hyper-parameter: a Python or NumPy number.
-RealLike = float | int | np.floating | np.integer
-
-
-def as_activations(where: str, **gs: object) -> tuple[Array, ...]:
-    """The activations given to a synapse, as floating JAX arrays of one dtype.
-
-    Each goes through `as_state` (integers and booleans promoted to the default float;
-    complex, strings and `None` refused with a `TypeError`). Activations of different
-    floating dtypes are a `TypeError`: a synapse computes in its activations' dtype and
-    casts its parameters to it, and never mixes, say, float32 and float64 implicitly.
-    """
-    arrays = tuple(as_state(g, where, name) for name, g in gs.items())
-    dtypes = {a.dtype for a in arrays}
-    if len(dtypes) > 1:
-        shown = ", ".join(f"`{n}` {a.dtype}" for n, a in zip(gs, arrays))
-        raise TypeError(
-            f"The activations given to `{where}` must share one floating dtype, got "
-            f"{shown}; give the connected layers states of one dtype (e.g. "
-            "`x.astype(jnp.float32)`)."
-        )
-    return arrays
-
-
-def optional_bias(bias: object, size: int, where: str, *, per: str) -> Array | None:
-    """`None`, or a learnable bias vector of `size` entries, one `per` something."""
-    if bias is None:
-        return None
-    arr = learnable(bias, "bias", where, ndim=1)
-    if arr.shape != (size,):
-        raise ValueError(
-            f"`bias` must have shape ({size},), one entry per {per}, in `{where}`; got "
-            f"{arr.shape}."
-        )
-    return arr
-
-
-# ----------------------------------------------------------------------------------
-# the abstract synapse
-# ----------------------------------------------------------------------------------
-
-
-class Synapse(eqx.Module):
-    r"""Abstract base class of synapses; subclass it for your own.
-
-    A synapse is an interaction energy $E_\text{syn}(g_1, \dots, g_k)$ of the
-    activations of the `k` layers it connects. A subclass implements
-    `__call__(*gs)`, returning that scalar for one sample; its learnable parameters are
-    ordinary array fields. The dynamics only need its gradient
-    $\partial E_\text{syn}/\partial g_i$, which JAX computes.
-
-    Any callable Equinox module returning a scalar works as a synapse in a
-    `hamux_lagr.HAM`; subclassing `Synapse` documents the intent.
-
-    The built-in synapses compute in their activations' floating dtype and cast their
-    parameters to it (as the Lagrangians do): float32 weights given float64
-    activations give a float64 energy, and the gradients keep each argument's dtype.
-    The activations of one call must share a dtype (a `TypeError` otherwise); complex
-    activations or weights are a `TypeError`. Learnable arrays must be non-empty and
-    finite: a NaN or inf entry is a `ValueError` at construction, or, for a synapse
-    built from traced arrays under `jax.jit`, an `eqx.error_if` error when it runs.
-
-    !!! example
-
-        ```python
-        class ThreeBody(hamux_lagr.Synapse):
-            W: jax.Array  # shape (D1, D2, D3)
-
-            def __call__(self, g1, g2, g3):
-                return -jnp.einsum("ijk,i,j,k->", self.W, g1, g2, g3)
-        ```
-    """
-
-    @abc.abstractmethod
-    def __call__(self, *gs: Float[AnyArray, "..."]) -> Scalar:
-        r"""The scalar energy of the activations `gs`, one array per connected layer."""
-        raise NotImplementedError
-
-
-# ----------------------------------------------------------------------------------
-# dense and bias synapses
-# ----------------------------------------------------------------------------------
+from .base import as_activations, optional_bias, Synapse
 
 
 class LinearSynapse(Synapse):
@@ -301,17 +189,3 @@ class BiasSynapse(Synapse):
         shape = as_shape(shape, "shape", where, allow_zero=False)
         std = static_float(std, "std", where, inclusive=True)
         return cls(std * jax.random.normal(key, shape, float_dtype(dtype)))
-
-
-__all__ = [
-    "AnyArray",
-    "PairLike",
-    "RealLike",
-    "ShapeLike",
-    "SizeLike",
-    "as_activations",
-    "optional_bias",
-    "BiasSynapse",
-    "LinearSynapse",
-    "Synapse",
-]

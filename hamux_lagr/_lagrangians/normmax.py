@@ -33,13 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._axis_ops import axis_dot
-from ._custom_types import ParamLike, Scalar, StateLike
-from ._functional_softmax import _reduced_shape
-from ._functional_sparse import _compute_dtype, _safe_log, _shifted, bisect_threshold
-from ._jvp import tangent_sum
-from ._lagrangians import _evaluated_beta, _min_beta, Lagrangian
-from ._validation import (
+from .._custom_types import ParamLike, Scalar, StateLike
+from .._validation import (
     as_state,
     check_broadcasts,
     checked_param,
@@ -49,6 +44,11 @@ from ._validation import (
     state_and_beta,
     static_axis,
 )
+from .axis_ops import axis_dot
+from .base import _evaluated_beta, _min_beta, Lagrangian
+from .jvp import tangent_sum
+from .softmax import _reduced_shape
+from .sparse import _compute_dtype, _safe_log, _shifted, bisect_threshold
 
 
 _ALPHA_HINT = (
@@ -63,11 +63,6 @@ def _is_bad_alpha(v):
 
 def _alpha_requirement(where: str) -> str:
     return f"`alpha` must be finite and > 1 in `{where}`"
-
-
-# ----------------------------------------------------------------------------------
-# the maximiser
-# ----------------------------------------------------------------------------------
 
 
 def _threshold(y, alpha, axis):
@@ -131,11 +126,6 @@ def _normmax_p_jvp(axis, primals, tangents):
 
     tangent = tangent_sum(p, (y_dot, dy), (alpha_dot, dalpha))
     return p, tangent
-
-
-# ----------------------------------------------------------------------------------
-# the Lagrangian
-# ----------------------------------------------------------------------------------
 
 
 def _parts(x, beta, alpha, axis):
@@ -315,6 +305,3 @@ class LNormmax(Lagrangian):
         alpha = alpha.astype(x.dtype)
         check_broadcasts(alpha, shape, "alpha", where)
         return jnp.sum(_normmax(x, beta, alpha, axis))
-
-
-__all__ = ["LNormmax", "lagr_normmax"]

@@ -54,26 +54,15 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array
 
-from ._lagrangians import (
-    _evaluated_beta,
-    Lagrangian,
-    LExp,
-    LGhostmax,
-    LIdentity,
-    LLayerNorm,
-    LRelu,
-    LRepu,
-    LRexp,
-    LSigmoid,
-    LSoftmax,
-    LSoftmaxUnstable,
-    LSphericalNorm,
-    LTanh,
-)
-from ._lagrangians_sparse import LEntmax, LSparsemax
-from ._log_sum_relu import LLogSumReLU
-from ._normmax import LNormmax
-from ._validation import normalise_axis
+from .._lagrangians.base import _evaluated_beta, Lagrangian
+from .._lagrangians.exponential import LExp, LRexp, LSigmoid, LTanh
+from .._lagrangians.log_sum_relu import LLogSumReLU
+from .._lagrangians.normmax import LNormmax
+from .._lagrangians.norms import LLayerNorm, LSphericalNorm
+from .._lagrangians.polynomial import LIdentity, LRelu, LRepu
+from .._lagrangians.softmax import LGhostmax, LSoftmax, LSoftmaxUnstable
+from .._lagrangians.sparse import LEntmax, LSparsemax
+from .._validation import normalise_axis
 
 
 _SEPARABLE = (LIdentity, LRelu, LRepu, LExp, LRexp, LTanh, LSigmoid)
@@ -124,11 +113,6 @@ def check_chunkable(lagrangian: Lagrangian, where: str) -> None:
             )
 
 
-# ----------------------------------------------------------------------------------
-# similarities of a chunk, as one product (patterns first: (chunk, batch) under vmap)
-# ----------------------------------------------------------------------------------
-
-
 def _state_features(g: Array, similarity: str) -> Array:
     """The state side of the similarity product: `g` flattened, augmented for "l2"."""
     v = g.reshape(-1)
@@ -155,11 +139,6 @@ def _matvec(a: Array, v: Array) -> Array:
 
 def _vecmat(w: Array, a: Array) -> Array:
     return lax.dot_general(w, a, (((0,), (0,)), ((), ())))
-
-
-# ----------------------------------------------------------------------------------
-# the two reductions over the memories
-# ----------------------------------------------------------------------------------
 
 
 class _LogSumExp:
@@ -255,11 +234,6 @@ def _reduction(lagrangian: Lagrangian, dtype) -> _LogSumExp | _SumOf:
     return _SumOf(lagrangian, dtype)
 
 
-# ----------------------------------------------------------------------------------
-# the scan over the chunks
-# ----------------------------------------------------------------------------------
-
-
 def _contiguous_chunk(patterns: Array, chunk_size: int, i: Array) -> Array:
     return lax.dynamic_slice_in_dim(patterns, i * chunk_size, chunk_size)
 
@@ -339,11 +313,6 @@ def _energy_and_grad(
         acc = acc * scale
     (dL_dg,) = features_vjp(acc)
     return -reduction.value(stats), -dL_dg
-
-
-# ----------------------------------------------------------------------------------
-# derivatives
-# ----------------------------------------------------------------------------------
 
 
 def _jvp(fn: Callable, primals: tuple, tangents: tuple):

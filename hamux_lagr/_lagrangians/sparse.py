@@ -24,24 +24,30 @@ Half-precision inputs (float16, bfloat16) are computed in float32 and rounded ba
 
 import functools as ft
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jaxtyping import Array, Float
 
-from ._axis_ops import axis_dot, axis_expand
-from ._custom_types import ParamLike, StateLike
-from ._functional_softmax import _reduced_shape, _softmax
-from ._jvp import tangent_sum
-from ._validation import (
+from .._custom_types import ParamLike, Scalar, StateLike
+from .._validation import (
     as_state,
     check_broadcasts,
     checked_param,
     concrete_value,
+    ensure_finite,
+    learnable,
     normalise_axis,
     state_and_beta,
+    static_axis,
+    static_float,
 )
+from .axis_ops import axis_dot, axis_expand
+from .base import _min_beta, _NON_FINITE_HINT, Lagrangian
+from .jvp import tangent_sum
+from .softmax import _AbstractSoftmaxLagrangian, _reduced_shape, _softmax
 
 
 def bisection_steps(dtype) -> int:
@@ -73,11 +79,6 @@ def _along(values, ndim, axis):
 def _safe_log(p):
     # The double `where` keeps derivatives finite at p == 0 (where p log p is 0).
     return jnp.where(p > 0, jnp.log(jnp.where(p > 0, p, 1)), 0)
-
-
-# ----------------------------------------------------------------------------------
-# thresholds (no derivatives: the derivatives of p are closed forms, below)
-# ----------------------------------------------------------------------------------
 
 
 def _sorted_desc(y, axis):
@@ -204,11 +205,6 @@ def _entmax_p_jvp(solver, axis, primals, tangents):
     return p, tangent
 
 
-# ----------------------------------------------------------------------------------
-# the regularisers
-# ----------------------------------------------------------------------------------
-
-
 def _tsallis_terms(p, alpha, axis):
     """$-H_\\alpha(p)$ and $dH_\\alpha(p)/d\\alpha$ at fixed `p`."""
     a = alpha - 1
@@ -224,11 +220,6 @@ def _omega(p, alpha, kind, axis):
     if kind == "sparsemax":
         return axis_dot(p, p, axis) / 2
     return _tsallis_terms(p, alpha, axis)[0]
-
-
-# ----------------------------------------------------------------------------------
-# the Lagrangian
-# ----------------------------------------------------------------------------------
 
 
 def _parts(x, beta, alpha, solver, kind, axis):
@@ -312,11 +303,6 @@ def _prepare(x, beta, axis, fn):
     shape = _reduced_shape(x.shape, axis)
     x, beta = state_and_beta(x, beta, fn, shape)
     return x, beta, axis, shape
-
-
-# ----------------------------------------------------------------------------------
-# public functions
-# ----------------------------------------------------------------------------------
 
 
 def lagr_sparsemax(
@@ -440,4 +426,114 @@ def lagr_entmax(
     return _entmax(x, beta, alpha, axis)
 
 
-__all__ = ["lagr_entmax", "lagr_sparsemax"]
+class LSparsemax(_AbstractSoftmaxLagrangian):
+    r"""Reduced Lagrangian whose activation function is the sparsemax
+    (Martins & Astudillo 2016).
+
+    $\mathcal{L}(x) = \frac{1}{\beta}\max_{p\in\Delta}(\langle p, \beta x\rangle -
+    \frac{1}{2}\|p\|^2)$ over `axis` (summed over the other axes),
+    $g(x) = \operatorname{sparsemax}(\beta x)$, with exact zeros; the energy is
+    $E = \frac{1}{2\beta}\|g\|^2$. The sparse modern Hopfield network of Hu et al.
+    (2023). See `lagr_sparsemax`.
+
+    **Arguments:**
+
+    - `beta`: inverse temperature. Learnable; clamped at `min_beta` when evaluated.
+      NaN or infinite values are refused (a `ValueError`; under `jax.jit`, a run-time
+      error).
+    - `axis`: the axis over which to apply the sparsemax (static).
+    - `min_beta`: minimal accepted value of `beta` (static, a positive Python
+      number). For energy dynamics, it is important that `beta` be positive.
+    """
+
+    def _kernel(self, x: Array, beta: Array, axis: int) -> Array:
+        return _sparsemax(x, beta, axis)
+
+
+class LEntmax(Lagrangian):
+    r"""Reduced Lagrangian whose activation function is the $\alpha$-entmax
+    (Peters, Niculae & Martins 2019), with a learnable $\alpha$ (Correia, Niculae &
+    Martins 2019).
+
+    $\mathcal{L}(x) = \frac{1}{\beta}\max_{p\in\Delta}(\langle p, \beta x\rangle +
+    H_\alpha(p))$ over `axis` (summed over the other axes), $H_\alpha$ the Tsallis
+    entropy, $g(x) = \alpha\text{-entmax}(\beta x)$; the energy is
+    $E = -H_\alpha(g)/\beta$. `alpha` near 1 is close to `LSoftmax`, `alpha = 2` is
+    the sparsemax (`LSparsemax`, whose value is lower by $\frac{1}{2\beta}$). Both
+    `alpha` and `beta` are trained by gradients: the value's derivative in `alpha` is
+    exact (Danskin's theorem), and so is the activation's (Correia et al. 2019). In
+    Hopfield networks: Santos et al. (2024). See `lagr_entmax`.
+
+    The threshold is exact (sorting) when `alpha` is concrete and equal to 1.5 or 2;
+    otherwise (in particular under `jax.jit`, when the module is an argument) it is
+    found by bisection, accurate to about $10^{-15}$ in float64.
+
+    **Arguments:**
+
+    - `alpha`: the entmax parameter. Learnable; clamped at `min_alpha` when evaluated.
+      NaN or infinite values are refused (a `ValueError`; under `jax.jit`, a run-time
+      error).
+    - `beta`: inverse temperature. Learnable; clamped at `min_beta` when evaluated.
+      NaN or infinite values are refused.
+    - `axis`: the axis over which to apply the entmax (static).
+    - `min_beta`: minimal accepted value of `beta` (static, a positive Python
+      number).
+    - `min_alpha`: minimal accepted value of `alpha` (static, a Python number
+      `> 1`; by default 1.01). The entmax is defined for `alpha > 1`; near 1 the
+      `alpha` derivatives lose about $\log_{10}(1/(\alpha-1))$ digits to cancellation,
+      so the default keeps them accurate in float32.
+    """
+
+    alpha: Float[Array, "..."]
+    beta: Float[Array, "..."]
+    axis: int = eqx.field(static=True)
+    min_beta: float = eqx.field(static=True)
+    min_alpha: float = eqx.field(static=True)
+
+    def __init__(
+        self,
+        alpha: ParamLike = 1.5,
+        beta: ParamLike = 1.0,
+        axis: int = -1,
+        min_beta: int | float = 1e-6,
+        min_alpha: int | float = 1.01,
+    ):
+        where = "LEntmax"
+        self.alpha = learnable(alpha, "alpha", where)
+        self.beta = learnable(beta, "beta", where)
+        self.axis = static_axis(axis, where)
+        self.min_beta = _min_beta(min_beta, where)
+        self.min_alpha = static_float(
+            min_alpha,
+            "min_alpha",
+            where,
+            lower=1.0,
+            hint="It is the smallest entmax parameter the dynamics may use; the "
+            "entmax is defined for alpha > 1.",
+        )
+
+    def __call__(self, x: StateLike) -> Scalar:
+        r"""The scalar Lagrangian of one unbatched state, `beta` clamped at
+        `min_beta` and `alpha` at `min_alpha`.
+
+        **Arguments:**
+
+        - `x`: one unbatched state, at least one dimension; `axis` is reduced, the
+          other axes summed.
+
+        **Returns:**
+
+        The scalar $\mathcal{L}(x)$.
+        """
+        where = "LEntmax"
+        x = as_state(x, where)
+        axis = normalise_axis(self.axis, x.ndim, where)
+        shape = _reduced_shape(x.shape, axis)
+        alpha, beta = ensure_finite(
+            where, _NON_FINITE_HINT, alpha=self.alpha, beta=self.beta
+        )
+        beta = jnp.maximum(beta, self.min_beta).astype(x.dtype)
+        alpha = jnp.maximum(alpha, self.min_alpha).astype(x.dtype)
+        check_broadcasts(beta, shape, "beta", where)
+        check_broadcasts(alpha, shape, "alpha", where)
+        return jnp.sum(_entmax(x, beta, alpha, axis))

@@ -3,17 +3,33 @@ r"""The softmax family of Lagrangians: log-sum-exp over an axis.
 Each returns `x`'s shape with `axis` kept at size 1; the sum is the scalar Lagrangian.
 """
 
+import abc
 import functools as ft
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float
 
-from ._axis_ops import axis_dot, axis_expand
-from ._custom_types import ParamLike, StateLike
-from ._jvp import tangent_sum
-from ._validation import as_state, normalise_axis, state_and_beta
+from .._custom_types import ParamLike, Scalar, StateLike
+from .._validation import (
+    as_state,
+    learnable,
+    normalise_axis,
+    state_and_beta,
+    static_axis,
+)
+from .axis_ops import axis_dot, axis_expand
+from .base import (
+    _array_or_as_given,
+    _axis_or_as_given,
+    _evaluated_beta,
+    _float_or_as_given,
+    _min_beta,
+    Lagrangian,
+)
+from .jvp import tangent_sum
 
 
 def _reduced_shape(shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
@@ -28,11 +44,6 @@ def _prepare(x, beta, axis, fn):
     # the gradient of a scalar function): state_and_beta checks it broadcasts to the
     # reduced shape.
     return x, beta, axis
-
-
-# ----------------------------------------------------------------------------------
-# softmax
-# ----------------------------------------------------------------------------------
 
 
 # The broadcasts back along `axis` and the tangents' contractions go through
@@ -155,11 +166,6 @@ def _softmax_unstable(x, beta, axis):
     )
 
 
-# ----------------------------------------------------------------------------------
-# ghostmax
-# ----------------------------------------------------------------------------------
-
-
 def _ghostmax_parts(x, beta, axis):
     # Shift by max(max(x), 0) before scaling (the ghost logit is 0; see
     # `_softmax_parts` for why the shift comes first).
@@ -237,4 +243,105 @@ def lagr_ghostmax(
     return _ghostmax(x, beta, axis)
 
 
-__all__ = ["lagr_ghostmax", "lagr_softmax", "lagr_softmax_unstable"]
+class _AbstractSoftmaxLagrangian(Lagrangian):
+    """A log-sum-exp over `axis` with a learnable inverse temperature `beta`, clamped
+    at the static `min_beta` when evaluated."""
+
+    beta: Float[Array, "..."] = eqx.field(default=1.0, converter=_array_or_as_given)
+    axis: int = eqx.field(static=True, default=-1, converter=_axis_or_as_given)
+    min_beta: float = eqx.field(static=True, default=1e-6, converter=_float_or_as_given)
+
+    def __check_init__(self):
+        where = type(self).__name__
+        learnable(self.beta, "beta", where)
+        static_axis(self.axis, where)
+        _min_beta(self.min_beta, where)
+
+    @abc.abstractmethod
+    def _kernel(self, x: Array, beta: Array, axis: int) -> Array:
+        """The unchecked functional Lagrangian, reducing `axis` (non-negative)."""
+        raise NotImplementedError
+
+    def __call__(self, x: StateLike) -> Scalar:
+        r"""The scalar Lagrangian of one unbatched state, `beta` clamped at
+        `min_beta`.
+
+        **Arguments:**
+
+        - `x`: one unbatched state, at least one dimension; `axis` is reduced, the
+          other axes summed.
+
+        **Returns:**
+
+        The scalar $\mathcal{L}(x)$.
+        """
+        where = type(self).__name__
+        x = as_state(x, where)
+        axis = normalise_axis(self.axis, x.ndim, where)
+        shape = _reduced_shape(x.shape, axis)
+        beta = _evaluated_beta(self.beta, self.min_beta, x, shape, where)
+        return jnp.sum(self._kernel(x, beta, axis))
+
+
+class LSoftmax(_AbstractSoftmaxLagrangian):
+    r"""Reduced Lagrangian whose activation function is the softmax
+    (Ramsauer et al. 2020).
+
+    $\mathcal{L}(x) = \frac{1}{\beta}\log\sum_i e^{\beta x_i}$ over `axis` (summed
+    over the other axes), $g(x) = \operatorname{softmax}(\beta x)$. See `lagr_softmax`.
+
+    **Arguments:**
+
+    - `beta`: inverse temperature. Learnable; clamped at `min_beta` when evaluated.
+      NaN or infinite values are refused (a `ValueError`; under `jax.jit`, a run-time
+      error).
+    - `axis`: the axis over which to apply the softmax (static).
+    - `min_beta`: minimal accepted value of `beta` (static, a positive Python
+      number). For energy dynamics, it is important that `beta` be positive.
+    """
+
+    def _kernel(self, x: Array, beta: Array, axis: int) -> Array:
+        return _softmax(x, beta, axis)
+
+
+class LSoftmaxUnstable(_AbstractSoftmaxLagrangian):
+    r"""Like `LSoftmax`, with the log-sum-exp coded from elementary operations.
+
+    For runtimes without a log-sum-exp kernel (e.g. TensorFlow.js, to port models to
+    the browser). Despite the name, it is as stable as `LSoftmax`. See
+    `lagr_softmax_unstable`.
+
+    **Arguments:**
+
+    - `beta`: inverse temperature. Learnable; clamped at `min_beta` when evaluated.
+      NaN or infinite values are refused (a `ValueError`; under `jax.jit`, a run-time
+      error).
+    - `axis`: the axis over which to apply the softmax (static).
+    - `min_beta`: minimal accepted value of `beta` (static, a positive Python
+      number). For energy dynamics, it is important that `beta` be positive.
+    """
+
+    def _kernel(self, x: Array, beta: Array, axis: int) -> Array:
+        return _softmax_unstable(x, beta, axis)
+
+
+class LGhostmax(_AbstractSoftmaxLagrangian):
+    r"""Reduced Lagrangian whose activation is the softmax with a zero "ghost" logit.
+
+    $\mathcal{L}(x) = \frac{1}{\beta}\log\big(1 + \sum_i e^{\beta x_i}\big)$ over
+    `axis`, $g_i(x) = e^{\beta x_i} / (1 + \sum_j e^{\beta x_j})$: the
+    $\operatorname{softmax}_1$ ("softmax plus one") of outlier-efficient Hopfield
+    layers (Hu et al. 2024). Strictly convex, unlike `LSoftmax`. See `lagr_ghostmax`.
+
+    **Arguments:**
+
+    - `beta`: inverse temperature. Learnable; clamped at `min_beta` when evaluated.
+      NaN or infinite values are refused (a `ValueError`; under `jax.jit`, a run-time
+      error).
+    - `axis`: the axis over which to reduce (static).
+    - `min_beta`: minimal accepted value of `beta` (static, a positive Python
+      number). For energy dynamics, it is important that `beta` be positive.
+    """
+
+    def _kernel(self, x: Array, beta: Array, axis: int) -> Array:
+        return _ghostmax(x, beta, axis)

@@ -1,4 +1,5 @@
-r"""The elementwise functional Lagrangians, and the public `lagr_*` namespace.
+r"""Lagrangians with an inverse temperature: exponential, rectified exponential, log-cosh
+(tanh) and softplus (sigmoid), as functions and as modules.
 
 Each `lagr_*` returns an array of `x`'s shape whose sum is the scalar Lagrangian
 $\mathcal{L}(x)$; `jax.grad(lambda x: lagr(x).sum())` is the layer's activation function.
@@ -11,147 +12,36 @@ form of every partial derivative: the activation for `x`, and the exact derivati
 each parameter (`beta`, `scale`, `n`), so learnable parameters get true gradients.
 """
 
+import abc
 import functools as ft
 import math
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._custom_types import ParamLike, StateLike
-from ._jvp import tangent_sum
-from ._validation import (
+from .._custom_types import ParamLike, Scalar, StateLike
+from .._validation import (
     as_state,
     check_broadcasts,
-    checked_param,
+    ensure_finite,
     finite_param,
+    learnable,
     state_and_beta,
 )
+from .base import (
+    _array_or_as_given,
+    _evaluated_beta,
+    _float_or_as_given,
+    _min_beta,
+    _NON_FINITE_HINT,
+    Lagrangian,
+)
+from .jvp import tangent_sum
 
 
 _LOG2 = math.log(2.0)
-
-
-# ----------------------------------------------------------------------------------
-# identity and RePU
-# ----------------------------------------------------------------------------------
-
-
-@jax.custom_jvp
-def _identity(x):
-    return 0.5 * x * x
-
-
-@_identity.defjvp
-def _identity_jvp(primals, tangents):
-    # The derivative is exactly `x` (autodiff of `0.5 * x * x` gives `0.5 x + 0.5 x`,
-    # two more operations in every step of the dynamics).
-    (x,), (x_dot,) = primals, tangents
-    return _identity(x), x * x_dot
-
-
-def lagr_identity(x: StateLike) -> Float[Array, "..."]:
-    r"""The Lagrangian whose activation function is the identity.
-
-    $$\mathcal{L}(x) = \tfrac{1}{2} x^2, \qquad \frac{\partial \mathcal{L}}{\partial x} = x.$$
-
-    **Arguments:**
-
-    - `x`: the state, any shape.
-
-    **Returns:**
-
-    An array of `x`'s shape; its sum is the scalar Lagrangian.
-    """
-    x = as_state(x, "lagr_identity")
-    return _identity(x)
-
-
-@jax.custom_jvp
-def _repu(x, n):
-    pos = x > 0
-    xs = jnp.where(pos, x, 1)  # "double where": no 0**(n-2) = inf in the Hessian
-    return jnp.where(pos, xs**n, 0) / n
-
-
-@ft.partial(_repu.defjvp, symbolic_zeros=True)
-def _repu_jvp(primals, tangents):
-    x, n = primals
-    x_dot, n_dot = tangents
-    pos = x > 0
-    xs = jnp.where(pos, x, 1)
-    xs_n = xs**n
-    out = jnp.where(pos, xs_n, 0) / n
-    tangent = tangent_sum(
-        out,
-        (x_dot, lambda: jnp.where(pos, xs ** (n - 1), 0) * x_dot),
-        (n_dot, lambda: jnp.where(pos, xs_n * (n * jnp.log(xs) - 1), 0) / n**2 * n_dot),
-    )
-    return out, tangent
-
-
-def _is_not_a_degree(v):
-    """True where `v` is not a finite degree `>= 1` (NaN included)."""
-    return ~((v >= 1) & (v < math.inf))
-
-
-def lagr_repu(x: StateLike, n: ParamLike) -> Float[Array, "..."]:
-    r"""Rectified Power Unit of degree `n` (Krotov & Hopfield 2016).
-
-    $$\mathcal{L}(x) = \frac{1}{n} \max(x, 0)^n, \qquad
-    \frac{\partial \mathcal{L}}{\partial x} = \max(x, 0)^{n-1}.$$
-
-    Convex for `n >= 1`. The Hessian is finite (zero) at negative inputs for every
-    degree, fractional ones (`n = 1.5`) included.
-
-    **Arguments:**
-
-    - `x`: the state, any shape.
-    - `n`: degree of the polynomial in the power unit, `n >= 1`.
-
-    **Returns:**
-
-    An array of `x`'s shape; its sum is the scalar Lagrangian.
-
-    **Raises:**
-
-    `ValueError` if `n < 1` (the Lagrangian would not be convex) or `n` is not finite;
-    under `jax.jit` the check runs at run time, through `eqx.error_if`.
-    """
-    x = as_state(x, "lagr_repu")
-    n = checked_param(
-        n,
-        "n",
-        "lagr_repu",
-        x.dtype,
-        _is_not_a_degree,
-        "`n` must be >= 1 and finite in `lagr_repu`",
-        "A RePU of degree below 1 is not convex.",
-    )
-    check_broadcasts(n, x.shape, "n", "lagr_repu")
-    return _repu(x, n)
-
-
-def lagr_relu(x: StateLike) -> Float[Array, "..."]:
-    r"""Rectified Linear Unit: the RePU of degree 2.
-
-    $$\mathcal{L}(x) = \tfrac{1}{2} \max(x, 0)^2, \qquad
-    \frac{\partial \mathcal{L}}{\partial x} = \max(x, 0).$$
-
-    **Arguments:**
-
-    - `x`: the state, any shape.
-
-    **Returns:**
-
-    An array of `x`'s shape; its sum is the scalar Lagrangian.
-    """
-    return lagr_repu(x, 2)
-
-
-# ----------------------------------------------------------------------------------
-# exponentials
-# ----------------------------------------------------------------------------------
 
 
 @jax.custom_jvp
@@ -244,10 +134,6 @@ def lagr_rexp(x: StateLike, beta: ParamLike = 1.0) -> Float[Array, "..."]:
     x, beta = state_and_beta(x, beta, "lagr_rexp")
     return _rexp(x, beta)
 
-
-# ----------------------------------------------------------------------------------
-# tanh and sigmoid: the stable log-cosh and softplus
-# ----------------------------------------------------------------------------------
 
 # Below this |z| the log-cosh and its beta-derivative use forms that are accurate near
 # zero; above it, forms that cannot overflow. Both are accurate at the switch.
@@ -388,29 +274,148 @@ def lagr_sigmoid(
     return _sigmoid(x, beta, scale)
 
 
-# The reducing Lagrangians, re-exported so that `_functional` is the one place to look.
-from ._functional_norms import (  # noqa: E402
-    lagr_layernorm as lagr_layernorm,
-    lagr_spherical_norm as lagr_spherical_norm,
-)
-from ._functional_softmax import (  # noqa: E402
-    lagr_ghostmax as lagr_ghostmax,
-    lagr_softmax as lagr_softmax,
-    lagr_softmax_unstable as lagr_softmax_unstable,
-)
+class _AbstractTemperatureLagrangian(Lagrangian):
+    """An elementwise Lagrangian with a learnable inverse temperature `beta`, clamped
+    at the static `min_beta` when evaluated."""
+
+    beta: Float[Array, "..."] = eqx.field(default=1.0, converter=_array_or_as_given)
+    min_beta: float = eqx.field(static=True, default=1e-6, converter=_float_or_as_given)
+
+    def __check_init__(self):
+        where = type(self).__name__
+        learnable(self.beta, "beta", where)
+        _min_beta(self.min_beta, where)
+
+    @abc.abstractmethod
+    def _kernel(self, x: Array, beta: Array) -> Array:
+        """The unchecked functional Lagrangian, elementwise."""
+        raise NotImplementedError
+
+    def __call__(self, x: StateLike) -> Scalar:
+        r"""The scalar Lagrangian of one unbatched state, `beta` clamped at
+        `min_beta`.
+
+        **Arguments:**
+
+        - `x`: one unbatched state, any shape.
+
+        **Returns:**
+
+        The scalar $\mathcal{L}(x)$, summed over every entry.
+        """
+        where = type(self).__name__
+        x = as_state(x, where)
+        beta = _evaluated_beta(self.beta, self.min_beta, x, x.shape, where)
+        return jnp.sum(self._kernel(x, beta))
 
 
-__all__ = [
-    "lagr_exp",
-    "lagr_ghostmax",
-    "lagr_identity",
-    "lagr_layernorm",
-    "lagr_relu",
-    "lagr_repu",
-    "lagr_rexp",
-    "lagr_sigmoid",
-    "lagr_softmax",
-    "lagr_softmax_unstable",
-    "lagr_spherical_norm",
-    "lagr_tanh",
-]
+class LExp(_AbstractTemperatureLagrangian):
+    r"""Reduced Lagrangian whose activation function is the exponential
+    (Demircigil et al. 2017).
+
+    $\mathcal{L}(x) = \frac{1}{\beta}\sum_i e^{\beta x_i}$, $g(x) = e^{\beta x}$.
+    See `lagr_exp`.
+
+    **Arguments:**
+
+    - `beta`: inverse temperature, for the sharpness of the activation. Learnable;
+      clamped at `min_beta` when the Lagrangian is evaluated. NaN or infinite values
+      are refused (a `ValueError`; under `jax.jit`, a run-time error).
+    - `min_beta`: minimal accepted value of `beta` (static, a positive Python
+      number). For energy dynamics, it is important that `beta` be positive.
+    """
+
+    def _kernel(self, x: Array, beta: Array) -> Array:
+        return _exp(x, beta)
+
+
+class LRexp(_AbstractTemperatureLagrangian):
+    r"""Reduced Lagrangian whose activation function is the rectified exponential.
+
+    $\mathcal{L}(x) = \sum_i \frac{1}{\beta} e^{\beta \bar{x}_i} - \bar{x}_i$ with
+    $\bar{x} = \max(x, 0)$, $g(x) = e^{\beta \bar{x}} - 1$. See `lagr_rexp`.
+
+    **Arguments:**
+
+    - `beta`: inverse temperature, for the sharpness of the activation. Learnable;
+      clamped at `min_beta` when the Lagrangian is evaluated. NaN or infinite values
+      are refused (a `ValueError`; under `jax.jit`, a run-time error).
+    - `min_beta`: minimal accepted value of `beta` (static, a positive Python
+      number). For energy dynamics, it is important that `beta` be positive.
+    """
+
+    def _kernel(self, x: Array, beta: Array) -> Array:
+        return _rexp(x, beta)
+
+
+class LTanh(_AbstractTemperatureLagrangian):
+    r"""Reduced Lagrangian whose activation function is the tanh.
+
+    $\mathcal{L}(x) = \frac{1}{\beta}\sum_i \log\cosh(\beta x_i)$,
+    $g(x) = \tanh(\beta x)$. Stable at every magnitude, with a true `beta` gradient.
+    See `lagr_tanh`.
+
+    **Arguments:**
+
+    - `beta`: inverse temperature, for the sharpness of the activation. Learnable;
+      clamped at `min_beta` when the Lagrangian is evaluated. NaN or infinite values
+      are refused (a `ValueError`; under `jax.jit`, a run-time error).
+    - `min_beta`: minimal accepted value of `beta` (static, a positive Python
+      number). For energy dynamics, it is important that `beta` be positive.
+    """
+
+    def _kernel(self, x: Array, beta: Array) -> Array:
+        return _tanh(x, beta)
+
+
+class LSigmoid(Lagrangian):
+    r"""Reduced Lagrangian whose activation function is the sigmoid.
+
+    $\mathcal{L}(x) = \frac{s}{\beta}\sum_i \log(1 + e^{\beta x_i})$,
+    $g(x) = s\,\sigma(\beta x)$. See `lagr_sigmoid`.
+
+    **Arguments:**
+
+    - `beta`: inverse temperature. Learnable; clamped at `min_beta` when evaluated.
+      NaN or infinite values are refused (a `ValueError`; under `jax.jit`, a run-time
+      error).
+    - `scale`: amount $s$ to stretch the sigmoid. Learnable; finite.
+    - `min_beta`: minimal accepted value of `beta` (static, a positive Python
+      number). For energy dynamics, it is important that `beta` be positive.
+    """
+
+    beta: Float[Array, "..."]
+    scale: Float[Array, "..."]
+    min_beta: float = eqx.field(static=True)
+
+    def __init__(
+        self,
+        beta: ParamLike = 1.0,
+        scale: ParamLike = 1.0,
+        min_beta: int | float = 1e-6,
+    ):
+        self.beta = learnable(beta, "beta", "LSigmoid")
+        self.scale = learnable(scale, "scale", "LSigmoid")
+        self.min_beta = _min_beta(min_beta, "LSigmoid")
+
+    def __call__(self, x: StateLike) -> Scalar:
+        r"""The scalar Lagrangian of one unbatched state, `beta` clamped at
+        `min_beta`.
+
+        **Arguments:**
+
+        - `x`: one unbatched state, any shape.
+
+        **Returns:**
+
+        The scalar $\mathcal{L}(x)$, summed over every entry.
+        """
+        x = as_state(x, "LSigmoid")
+        beta, scale = ensure_finite(
+            "LSigmoid", _NON_FINITE_HINT, beta=self.beta, scale=self.scale
+        )
+        beta = jnp.maximum(beta, self.min_beta).astype(x.dtype)
+        scale = scale.astype(x.dtype)
+        check_broadcasts(beta, x.shape, "beta", "LSigmoid")
+        check_broadcasts(scale, x.shape, "scale", "LSigmoid")
+        return jnp.sum(_sigmoid(x, beta, scale))

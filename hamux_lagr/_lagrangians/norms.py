@@ -5,21 +5,26 @@ activations are the (centred) normalisation of `x`, scaled by `gamma` and shifte
 `delta`, as in the Energy Transformer (Hoover et al. 2023).
 """
 
+import abc
 import functools as ft
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._custom_types import ParamLike, StateLike
-from ._jvp import tangent_sum
-from ._validation import (
+from .._custom_types import ParamLike, Scalar, StateLike
+from .._validation import (
     as_state,
     check_broadcasts,
+    ensure_finite,
     finite_param,
+    learnable,
     normalise_axis,
     static_float,
 )
+from .base import _array_or_as_given, _float_or_as_given, _gamma_or_as_given, Lagrangian
+from .jvp import tangent_sum
 
 
 def scalar_gamma(gamma: Array, where: str) -> Array:
@@ -62,11 +67,6 @@ def _prepare(x, gamma, delta, axis, eps, fn):
     gamma = scalar_gamma(finite_param(gamma, "gamma", fn, x.dtype), fn)
     delta = placed_delta(finite_param(delta, "delta", fn, x.dtype), x, axis, fn)
     return x, gamma, delta, axis, static_eps(eps, fn)
-
-
-# ----------------------------------------------------------------------------------
-# layer norm
-# ----------------------------------------------------------------------------------
 
 
 def _layernorm_parts(x, gamma, delta, axis, eps):
@@ -139,11 +139,6 @@ def lagr_layernorm(
     return _layernorm(x, gamma, delta, axis, eps)
 
 
-# ----------------------------------------------------------------------------------
-# spherical norm
-# ----------------------------------------------------------------------------------
-
-
 def _spherical_parts(x, gamma, delta, axis, eps):
     s = jnp.sqrt(jnp.sum(x * x, axis=axis, keepdims=True) + eps)
     out = gamma * s + jnp.sum(delta * x, axis=axis, keepdims=True)
@@ -211,4 +206,91 @@ def lagr_spherical_norm(
     return _spherical(x, gamma, delta, axis, eps)
 
 
-__all__ = ["lagr_layernorm", "lagr_spherical_norm"]
+class _AbstractNormLagrangian(Lagrangian):
+    """A normalisation of the last axis with a learnable scalar `gamma`, a learnable
+    shift `delta` (a scalar or a vector along the last axis) and a static `eps`."""
+
+    gamma: Float[Array, ""] = eqx.field(default=1.0, converter=_gamma_or_as_given)
+    delta: Float[Array, "*d"] = eqx.field(default=0.0, converter=_array_or_as_given)
+    eps: float = eqx.field(static=True, default=1e-5, converter=_float_or_as_given)
+
+    def __check_init__(self):
+        where = type(self).__name__
+        scalar_gamma(learnable(self.gamma, "gamma", where), where)
+        delta = learnable(self.delta, "delta", where)
+        if delta.ndim > 1:
+            raise ValueError(
+                f"`delta` must be a scalar or a vector (one shift per feature of the "
+                f"normalised last axis) in `{where}`, got shape {delta.shape}."
+            )
+        static_eps(self.eps, where)
+
+    @abc.abstractmethod
+    def _kernel(
+        self, x: Array, gamma: Array, delta: Array, axis: int, eps: float
+    ) -> Array:
+        """The unchecked functional Lagrangian, normalising `axis` (non-negative)."""
+        raise NotImplementedError
+
+    def __call__(self, x: StateLike) -> Scalar:
+        r"""The scalar Lagrangian of one unbatched state, normalising its last axis.
+
+        **Arguments:**
+
+        - `x`: one unbatched state, at least one dimension.
+
+        **Returns:**
+
+        The scalar $\mathcal{L}(x)$, summed over the other axes.
+        """
+        where = type(self).__name__
+        x = as_state(x, where)
+        axis = normalise_axis(-1, x.ndim, where)
+        gamma, delta = ensure_finite(where, gamma=self.gamma, delta=self.delta)
+        gamma, delta = gamma.astype(x.dtype), delta.astype(x.dtype)
+        delta = placed_delta(delta, x, axis, where)
+        return jnp.sum(self._kernel(x, gamma, delta, axis, self.eps))
+
+
+class LLayerNorm(_AbstractNormLagrangian):
+    r"""Reduced Lagrangian whose activation function is the layer norm
+    (Hoover et al. 2023). Normalises the last axis.
+
+    $\mathcal{L}(x) = D\gamma\sqrt{\operatorname{Var}(x) + \epsilon} + \langle\delta,
+    x\rangle$, $g(x) = \gamma (x - \bar{x})/\sqrt{\operatorname{Var}(x) + \epsilon}
+    + \delta$. See `lagr_layernorm`.
+
+    **Arguments:**
+
+    - `gamma`: scale, a learnable finite scalar (convex for `gamma >= 0`).
+    - `delta`: shift, a learnable finite scalar or vector along the normalised (last)
+      axis.
+    - `eps`: prevents division by 0 (static, a Python number `>= 0`).
+    """
+
+    def _kernel(
+        self, x: Array, gamma: Array, delta: Array, axis: int, eps: float
+    ) -> Array:
+        return _layernorm(x, gamma, delta, axis, eps)
+
+
+class LSphericalNorm(_AbstractNormLagrangian):
+    r"""Reduced Lagrangian whose activation function is the spherical L2 norm.
+    Normalises the last axis.
+
+    $\mathcal{L}(x) = \gamma\sqrt{\sum_i x_i^2 + \epsilon} + \langle\delta, x\rangle$,
+    $g(x) = \gamma x / \sqrt{\sum_i x_i^2 + \epsilon} + \delta$. See
+    `lagr_spherical_norm`.
+
+    **Arguments:**
+
+    - `gamma`: scale, a learnable finite scalar (convex for `gamma >= 0`).
+    - `delta`: shift, a learnable finite scalar or vector along the normalised (last)
+      axis.
+    - `eps`: prevents division by 0 (static, a Python number `>= 0`).
+    """
+
+    def _kernel(
+        self, x: Array, gamma: Array, delta: Array, axis: int, eps: float
+    ) -> Array:
+        return _spherical(x, gamma, delta, axis, eps)

@@ -13,26 +13,18 @@ from equinox.internal import unvmap_any
 from jax import lax
 from jaxtyping import Array, Float
 
-from ._ham import common_dtype, HAM, prepare_states, States, StatesLike
-from ._masks import all_finite, check_clamp, Clamp, euler_step, residual
-from ._solution import Solution
-from ._validation import (
-    concrete_value,
-    positive_scalar,
-    static_float,
-    static_int,
-)
+from .._clamp import check_clamp, euler_step, residual
+from .._custom_types import Clamp, States, StatesLike
+from .._ham import HAM, prepare_states
+from .._misc import all_finite, common_dtype
+from .._validation import concrete_value, positive_scalar, static_float, static_int
+from .solution import Solution
 
 
 _WHERE = "descend"
 # Up to this many steps, a non-finite state found under `jax.jit` is reported with its
 # step (one message per step); beyond, without it.
 _MAX_STEP_MESSAGES = 10_000
-
-
-# ----------------------------------------------------------------------------------
-# argument checks (structural: at trace time)
-# ----------------------------------------------------------------------------------
 
 
 def _check_dt(dt: object) -> Array:
@@ -102,11 +94,6 @@ def _check_solver(solver, stepsize_controller, max_steps):
             "solver's buffers are sized by it), got None; pass e.g. `max_steps=4096`."
         )
     return stepsize_controller, max_steps
-
-
-# ----------------------------------------------------------------------------------
-# one sample
-# ----------------------------------------------------------------------------------
 
 
 def _rates(ham: HAM, dt: Array, xs: States) -> dict:
@@ -501,6 +488,3 @@ def descend(
         converged=converged,
         finite=bad < 0,
     )
-
-
-__all__ = ["descend"]

@@ -16,16 +16,8 @@ from jax import lax
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._custom_types import Scalar
-from ._synapses import (
-    AnyArray,
-    as_activations,
-    optional_bias,
-    PairLike,
-    SizeLike,
-    Synapse,
-)
-from ._validation import (
+from .._custom_types import AnyArray, PairLike, Scalar, SizeLike
+from .._validation import (
     as_pair,
     as_shape,
     check_key,
@@ -34,6 +26,7 @@ from ._validation import (
     learnable,
     static_int,
 )
+from .base import as_activations, optional_bias, Synapse
 
 
 _Padding = PairLike | tuple[PairLike, PairLike] | str
@@ -355,6 +348,3 @@ class PoolSynapse(AbstractImageSynapse):
             dtype=dtype,
         )
         return cls(window, stride=stride, mode=mode, conv=conv)
-
-
-__all__ = ["AbstractImageSynapse", "ConvSynapse", "PoolSynapse"]

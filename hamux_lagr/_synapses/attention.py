@@ -8,9 +8,8 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._custom_types import Scalar
-from ._synapses import AnyArray, as_activations, RealLike, SizeLike, Synapse
-from ._validation import (
+from .._custom_types import AnyArray, RealLike, Scalar, SizeLike
+from .._validation import (
     check_key,
     check_nonempty,
     float_dtype,
@@ -18,6 +17,7 @@ from ._validation import (
     static_float,
     static_int,
 )
+from .base import as_activations, Synapse
 
 
 class AttentionSynapse(Synapse):
@@ -145,6 +145,3 @@ class AttentionSynapse(Synapse):
         Wq = std * jax.random.normal(kq, shape, dtype)
         Wk = std * jax.random.normal(kk, shape, dtype)
         return cls(Wq, Wk, beta)
-
-
-__all__ = ["AttentionSynapse"]

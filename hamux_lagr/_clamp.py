@@ -1,21 +1,14 @@
 r"""Clamped neurons: the `clamp` argument of the dynamics, and the pieces of a step
 that hold clamped neurons fixed."""
 
-import functools as ft
 from collections.abc import Mapping
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float, PyTree
+from jaxtyping import Array, Float
 
-from ._ham import common_dtype, States
-
-
-#: `clamp` as users give it: layer name -> `True` (hold the layer) or a boolean mask.
-Clamp = Mapping[str, bool | Bool[Array, "..."] | np.ndarray]
-#: `clamp` checked: layer name -> `None` (free), `True` (held) or a boolean mask.
-Masks = dict[str, None | bool | Array]
+from ._custom_types import Masks, States
+from ._misc import common_dtype
 
 
 def check_clamp(neurons: Mapping, clamp: object, where: str) -> Masks:
@@ -106,24 +99,3 @@ def residual(masks: Masks, dEdg: States) -> Float[Array, ""]:
         # `max` propagates NaN, so a non-finite gradient is never "converged".
         out = jnp.maximum(out, jnp.max(jnp.abs(d)).astype(dtype))
     return out
-
-
-def all_finite(xs: PyTree) -> Array:
-    """Whether every array of `xs` (states, or any pytree) is finite, a boolean
-    scalar."""
-    return ft.reduce(
-        jnp.logical_and,
-        [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(xs)],
-        jnp.array(True),
-    )
-
-
-__all__ = [
-    "Clamp",
-    "Masks",
-    "all_finite",
-    "check_clamp",
-    "euler_step",
-    "hold",
-    "residual",
-]

@@ -1,0 +1,208 @@
+r"""Parameterized Lagrangians: Equinox modules with learnable parameters.
+
+A `Lagrangian` module maps one (unbatched) state to the **reduced**, scalar Lagrangian
+$\mathcal{L}(x)$. Its gradient is the activation $g = \nabla\mathcal{L}(x)$ and its
+Legendre transform is the layer's energy $E(x) = \langle x, g\rangle - \mathcal{L}(x)$.
+Batches go through `jax.vmap`.
+
+The families that share parameters share one abstract class each, with the one
+`__init__` and the one `__call__`: `_AbstractTemperatureLagrangian` (`beta`,
+`min_beta`), `_AbstractSoftmaxLagrangian` (`beta`, `axis`, `min_beta`) and
+`_AbstractNormLagrangian` (`gamma`, `delta`, `eps`). The concrete classes are final:
+they name the unchecked kernel of their functional Lagrangian. A module checks its
+parameters with at most one run-time check per evaluation (`ensure_finite`), since it
+runs in every step of the dynamics.
+"""
+
+import abc
+import math
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from .._custom_types import ParamLike, Scalar, StateLike
+from .._misc import default_float_dtype
+from .._validation import (
+    as_state,
+    check_broadcasts,
+    concrete_value,
+    ensure_finite,
+    learnable,
+    static_axis,
+    static_float,
+)
+
+
+class Lagrangian(eqx.Module):
+    r"""Abstract base class of all Lagrangians; subclass it for your own.
+
+    A subclass implements `__call__(x)`, returning the scalar Lagrangian of one
+    unbatched state `x`; it must be convex and differentiable in `x`. It inherits:
+
+    - `activation(x)`: $g = \partial\mathcal{L}/\partial x$, by `jax.grad`. The built-in
+      Lagrangians carry custom JVPs whose rules are the closed-form activations, so this
+      *is* the closed form (e.g. `jnp.tanh`) under `jax.jit`, at no extra cost;
+    - `energy(x)`: the Legendre transform
+      $E(x) = \langle x, g\rangle - \mathcal{L}(x)$, the layer's energy;
+    - `energy_and_activation(x)`: both, from one pass.
+
+    `__call__` must return a floating scalar (a 0-d array): sum over the state, as the
+    built-in Lagrangians do. Anything else is a `TypeError` naming the subclass.
+
+    !!! example
+
+        ```python
+        class LSoftplus(hamux_lagr.Lagrangian):
+            beta: jax.Array
+
+            def __call__(self, x):
+                return jnp.sum(jnp.logaddexp(self.beta * x, 0.0)) / self.beta
+
+        LSoftplus(jnp.array(2.0)).activation(jnp.ones(3))  # = sigmoid(2.0)
+        ```
+    """
+
+    @abc.abstractmethod
+    def __call__(self, x: StateLike) -> Scalar:
+        r"""The scalar Lagrangian $\mathcal{L}(x)$ of one unbatched state `x`."""
+        raise NotImplementedError
+
+    def _reduced(self, x: Array) -> Array:
+        """`self(x)`, checked to be a floating scalar (what `jax.grad` needs)."""
+        out = self(x)
+        shape, dtype = jnp.shape(out), jnp.result_type(out)
+        if shape != () or not jnp.issubdtype(dtype, jnp.floating):
+            name = type(self).__name__
+            raise TypeError(
+                f"`{name}.__call__` must return the reduced Lagrangian, a floating "
+                f"scalar, got an array of shape {shape} and dtype {dtype}. Reduce over "
+                f"the state in `{name}.__call__` (e.g. `return jnp.sum(...)`); batches "
+                "go through `jax.vmap`."
+            )
+        return out
+
+    def activation(self, x: StateLike) -> Float[Array, "..."]:
+        r"""The activation $g = \partial\mathcal{L}/\partial x$, of `x`'s shape.
+
+        **Arguments:**
+
+        - `x`: one unbatched state (integer or boolean states are promoted to the
+          default float dtype).
+
+        **Returns:**
+
+        The activation, with the shape and floating dtype of `x`.
+        """
+        x = as_state(x, f"{type(self).__name__}.activation")
+        return jax.grad(self._reduced)(x)
+
+    def energy(self, x: StateLike) -> Scalar:
+        r"""The layer energy, the Legendre transform of the Lagrangian.
+
+        $$E(x) = \langle x, g(x)\rangle - \mathcal{L}(x), \qquad g = \nabla\mathcal{L}.$$
+
+        **Arguments:**
+
+        - `x`: one unbatched state.
+
+        **Returns:**
+
+        The scalar energy.
+        """
+        return self.energy_and_activation(x)[0]
+
+    def energy_and_activation(self, x: StateLike) -> tuple[Scalar, Float[Array, "..."]]:
+        r"""The layer energy and the activation, from one pass.
+
+        $$E(x) = \langle x, g(x)\rangle - \mathcal{L}(x), \qquad g = \nabla\mathcal{L}(x).$$
+
+        The one place where the Legendre transform is written: `energy`, and
+        `hamux_lagr.NeuronLayer` and `hamux_lagr.HAM`, use it.
+
+        **Arguments:**
+
+        - `x`: one unbatched state.
+
+        **Returns:**
+
+        A pair `(energy, activation)`: the scalar energy and the activation, of `x`'s
+        shape.
+        """
+        x = as_state(x, f"{type(self).__name__}.energy")
+        value, g = jax.value_and_grad(self._reduced)(x)
+        return jnp.sum(x * g) - value, g
+
+
+_NON_FINITE_HINT = (
+    "Clamping at `min_beta` cannot repair a NaN or infinite parameter; if training "
+    "produced it, lower the learning rate or clip the gradients."
+)
+
+
+def _min_beta(min_beta: object, where: str) -> float:
+    return static_float(
+        min_beta,
+        "min_beta",
+        where,
+        hint="It is the smallest inverse temperature the dynamics may use.",
+    )
+
+
+def _evaluated_beta(
+    beta: Array, min_beta: float, x: Array, shape: tuple[int, ...], where: str
+) -> Array:
+    """`beta` checked finite (the one check), clamped at `min_beta`, in `x`'s dtype.
+
+    The stored `beta` is checked before any operation on it: when the module is closed
+    over (concrete), even under `jax.jit`, the check runs once, at trace time.
+    """
+    (beta,) = ensure_finite(where, _NON_FINITE_HINT, beta=beta)
+    beta = jnp.maximum(beta, min_beta).astype(x.dtype)
+    check_broadcasts(beta, shape, "beta", where)
+    return beta
+
+
+def _array_or_as_given(value: ParamLike) -> Any:
+    """Field converter: a learnable array, or the value as given when it is not one.
+
+    The class's `__check_init__` then names the class and the argument in the error
+    (a converter does not know them). A traced value is converted without a check:
+    the module checks its parameters, naming itself, when it is evaluated.
+    """
+    if isinstance(value, jax.Array) and concrete_value(value) is None:
+        if jnp.issubdtype(value.dtype, jnp.inexact):
+            return value
+        return value.astype(default_float_dtype())
+    try:
+        return learnable(value, "value", "Lagrangian")
+    except (TypeError, ValueError):
+        return value
+
+
+def _float_or_as_given(value: int | float) -> Any:
+    """Field converter: a Python float, or the value as given (see above)."""
+    try:
+        return static_float(
+            value, "value", "Lagrangian", lower=-math.inf, inclusive=True
+        )
+    except (TypeError, ValueError):
+        return value
+
+
+def _axis_or_as_given(value: int) -> Any:
+    """Field converter: a Python int, or the value as given (see above)."""
+    try:
+        return static_axis(value, "Lagrangian")
+    except TypeError:
+        return value
+
+
+def _gamma_or_as_given(value: ParamLike) -> Any:
+    """Field converter: a learnable 0-d array, or the value as given (see above)."""
+    arr = _array_or_as_given(value)
+    if isinstance(arr, jax.Array) and arr.size == 1:
+        return arr.reshape(())
+    return arr
