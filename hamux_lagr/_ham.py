@@ -23,7 +23,8 @@ from jax.typing import ArrayLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._clamp import check_clamp, hold
-from ._custom_types import Clamp, Connection, States, StatesLike
+from ._custom_types import Clamp, Connection, Masks, States, StatesLike
+from ._lagrangians.base import checked_parameters
 from ._misc import common_dtype
 from ._neurons import NeuronLayer
 from ._validation import as_state, check_key
@@ -211,11 +212,13 @@ class HAM(eqx.Module):
 
         A dict from layer name to activations, shaped like `xs`.
         """
-        return self._activations(prepare_states(self, xs, "HAM.activations"))
+        return checked_parameters(self, "HAM.activations")._activations(
+            prepare_states(self, xs, "HAM.activations")
+        )
 
     def _activations(self, xs: States) -> States:
         return {
-            name: _in_layer(name, layer, layer.activations, xs[name])
+            name: _in_layer(name, layer, layer._activations, xs[name])
             for name, layer in self.neurons.items()
         }
 
@@ -224,10 +227,10 @@ class HAM(eqx.Module):
         for name, layer in self.neurons.items():
             if layer.leak:
                 energies[name], gs[name] = _in_layer(
-                    name, layer, layer.energy_and_activations, xs[name]
+                    name, layer, layer._energy_and_activations, xs[name]
                 )
             else:  # a layer without leak adds no energy of its own
-                gs[name] = _in_layer(name, layer, layer.activations, xs[name])
+                gs[name] = _in_layer(name, layer, layer._activations, xs[name])
                 energies[name] = jnp.zeros((), gs[name].dtype)
         return energies, gs
 
@@ -256,7 +259,7 @@ class HAM(eqx.Module):
         A dict from synapse name to its scalar energy.
         """
         gs = prepare_states(self, gs, "HAM.synapse_energies", "gs")
-        return self._synapse_energies(gs)
+        return checked_parameters(self, "HAM.synapse_energies")._synapse_energies(gs)
 
     def _synapse_energies(self, gs: States) -> dict[str, Array]:
         out: dict[str, Array] = {}
@@ -315,7 +318,9 @@ class HAM(eqx.Module):
         `{"neurons": {layer: E_layer}, "synapses": {synapse: E_synapse}}`, scalars
         whose sum is `energy(xs)`.
         """
-        return self._energy_tree(prepare_states(self, xs, "HAM.energy_tree"))
+        return checked_parameters(self, "HAM.energy_tree")._energy_tree(
+            prepare_states(self, xs, "HAM.energy_tree")
+        )
 
     def _energy_tree(self, xs: States) -> dict[str, dict[str, Array]]:
         neurons, gs = self._layer_energies_and_activations(xs)
@@ -332,7 +337,12 @@ class HAM(eqx.Module):
 
         The scalar energy.
         """
-        tree = self._energy_tree(prepare_states(self, xs, "HAM.energy"))
+        checked = checked_parameters(self, "HAM.energy")
+        return checked._energy(prepare_states(self, xs, "HAM.energy"))
+
+    def _energy(self, xs: States) -> Array:
+        # Unchecked, on prepared states: for the loops of the solves.
+        tree = self._energy_tree(xs)
         leaves = [*tree["neurons"].values(), *tree["synapses"].values()]
         return ft.reduce(jnp.add, leaves)
 
@@ -355,7 +365,12 @@ class HAM(eqx.Module):
 
         A dict from layer name to $\partial E/\partial g_\ell$, shaped like `xs`.
         """
-        xs = prepare_states(self, xs, "HAM.dEdg")
+        return checked_parameters(self, "HAM.dEdg")._dEdg_only(
+            prepare_states(self, xs, "HAM.dEdg")
+        )
+
+    def _dEdg_only(self, xs: States) -> States:
+        # Unchecked: the loops of the solves call it on prepared states.
         gs = self._activations(xs)
         return self._dEdg(xs, jax.grad(self._synapse_energy)(gs))
 
@@ -374,7 +389,12 @@ class HAM(eqx.Module):
 
         A pair `(energy, dEdg)`, as from `energy(xs)` and `dEdg(xs)`.
         """
-        xs = prepare_states(self, xs, "HAM.energy_and_dEdg")
+        return checked_parameters(self, "HAM.energy_and_dEdg")._energy_and_dEdg(
+            prepare_states(self, xs, "HAM.energy_and_dEdg")
+        )
+
+    def _energy_and_dEdg(self, xs: States) -> tuple[Array, States]:
+        # Unchecked: the loops of the solves call it on prepared states.
         layer_energies, gs = self._layer_energies_and_activations(xs)
         syn_energy, dsyn = jax.value_and_grad(self._synapse_energy)(gs)
         dEdg = self._dEdg(xs, dsyn)
@@ -411,7 +431,11 @@ class HAM(eqx.Module):
         del t
         xs = prepare_states(self, xs, "HAM.vector_field")
         masks = check_clamp(self.neurons, clamp, "HAM.vector_field")
-        dEdg = self.dEdg(xs)
+        return checked_parameters(self, "HAM.vector_field")._vector_field(xs, masks)
+
+    def _vector_field(self, xs: States, masks: Masks) -> States:
+        # Unchecked, on prepared states: for the loops of the solves.
+        dEdg = self._dEdg_only(xs)
         rates = {name: -dEdg[name] / layer.tau for name, layer in self.neurons.items()}
         zeros = {name: jnp.zeros_like(x) for name, x in xs.items()}
         return hold(masks, zeros, rates)

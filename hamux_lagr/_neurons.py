@@ -14,7 +14,11 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._custom_types import Scalar, StateLike
-from ._lagrangians.base import Lagrangian
+from ._lagrangians.base import (
+    Lagrangian,
+    unchecked_call,
+    unchecked_energy_and_activation,
+)
 from ._validation import (
     as_shape,
     as_state,
@@ -35,7 +39,7 @@ def _check_scalar_lagrangian(lagrangian: Lagrangian, x: Array, error: Exception)
     shape, dtype = getattr(out, "shape", None), getattr(out, "dtype", None)
     if shape == () and dtype is not None and jnp.issubdtype(dtype, jnp.floating):
         raise error
-    raise ValueError(
+    raise TypeError(
         f"The Lagrangian {type(lagrangian).__name__} returned "
         + (
             f"an array of shape {shape} and dtype {dtype}"
@@ -186,6 +190,18 @@ class NeuronLayer(eqx.Module):
         except TypeError as e:
             _check_scalar_lagrangian(self.lagrangian, x, e)
             raise
+
+    def _activations(self, x: Array) -> Array:
+        # Unchecked, on a prepared state: for the loops of the solves.
+        if x.size == 0:
+            return x
+        return jax.grad(lambda y: unchecked_call(self.lagrangian, y))(x)
+
+    def _energy_and_activations(self, x: Array) -> tuple[Array, Array]:
+        # Unchecked, on a prepared state: for the loops of the solves.
+        if x.size == 0:
+            return jnp.zeros((), x.dtype), x
+        return unchecked_energy_and_activation(self.lagrangian, x)
 
     def init(
         self,

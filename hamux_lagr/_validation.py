@@ -45,16 +45,6 @@ def _shown(arr: np.ndarray) -> object:
 _Checked = TypeVar("_Checked", Array, np.ndarray)
 
 
-def _is_global(value: object) -> bool:
-    """True for a concrete `jax.Array` spread over the devices of several processes."""
-    if not isinstance(value, jax.Array):
-        return False
-    try:
-        return not value.is_fully_addressable
-    except jax.errors.ConcretizationTypeError:  # traced
-        return False
-
-
 def ensure(
     value: _Checked,
     is_bad: Callable[[Any], Any],
@@ -64,22 +54,24 @@ def ensure(
     """Returns `value`, checked: `is_bad(value)` must be False everywhere.
 
     A concrete `value` that fails raises `ValueError(f"{requirement}, got {value}.
-    {hint}")` at once. A traced one is wrapped in `eqx.error_if`, which raises at run
-    time with the same requirement and hint: keep using the returned array, so that
-    the check stays in the computation.
+    {hint}")` at once: a JAX array is reduced where it lives (its devices, or the
+    processes it is spread over) and one boolean is fetched, never a copy of it. A
+    traced one is wrapped in `eqx.error_if`, which raises at run time with the same
+    requirement and hint: keep using the returned array, so that the check stays in
+    the computation.
 
     `is_bad` must work on NumPy and on JAX arrays (use operators, `np.isnan` does not
     take tracers: write `v != v` for NaN).
     """
     hint = f" {hint}" if hint else ""
-    if _is_global(value):
-        # A global array spread over several processes (`jax.distributed`): no
-        # process can fetch it, so it is checked where it lives, one boolean fetched.
-        if bool(jnp.any(is_bad(value))):
-            raise ValueError(
-                f"{requirement}, got a bad entry in an array of shape {value.shape} "
-                f"spread over several processes.{hint}"
-            )
+    if isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer):
+        if value.size and bool(jnp.any(is_bad(value))):
+            if not value.is_fully_addressable or value.size > 16:
+                raise ValueError(
+                    f"{requirement}, got a bad entry in an array of shape "
+                    f"{value.shape}.{hint}"
+                )
+            raise ValueError(f"{requirement}, got {_shown(np.asarray(value))}.{hint}")
         return value
     arr = concrete_value(value)
     if arr is not None:
@@ -92,36 +84,6 @@ def ensure(
         f"{requirement} (checked at run time, under a JAX transformation).{hint}",
     )
     return cast(_Checked, checked)
-
-
-def ensure_finite(where: str, hint: str = "", **values: Array) -> tuple[Array, ...]:
-    """Returns the arrays `values` (given by name), checked finite with ONE check.
-
-    For the parameters of a module evaluated in every step of the dynamics: concrete
-    values are checked one by one (a `ValueError` naming the bad one, at once); traced
-    ones share a single `eqx.error_if`, so a module costs at most one run-time check
-    per evaluation. Keep using the returned arrays, so that the check stays in the
-    computation.
-    """
-    names, arrays = tuple(values), tuple(values.values())
-    if all(concrete_value(a) is not None for a in arrays):
-        for name, a in values.items():
-            ensure(
-                a,
-                is_not_finite,
-                f"`{name}` must be finite (no NaN or inf) in `{where}`",
-                hint,
-            )
-        return arrays
-    bad = jnp.any(jnp.stack([jnp.any(is_not_finite(a)) for a in arrays]))
-    listed = " and ".join(f"`{n}`" for n in names)
-    hint = f" {hint}" if hint else ""
-    return eqx.error_if(
-        arrays,
-        bad,
-        f"{listed} must be finite (no NaN or inf) in `{where}` (checked at run time, "
-        f"under a JAX transformation).{hint}",
-    )
 
 
 def is_not_positive_finite(v):
@@ -265,8 +227,10 @@ def learnable(
     """A learnable array of a module (Lagrangian parameter, synapse weight).
 
     Inexact arrays keep their dtype; Python numbers (weakly typed) and integer arrays
-    become the default float dtype. Non-finite entries are refused (concretely at
-    construction; under a trace through `eqx.error_if`).
+    become the default float dtype. Non-finite entries of a concrete array are refused
+    at construction (a `ValueError`); a traced one (a module built inside `jax.jit`)
+    is checked where it is used: at the entry of a solve, or by a Lagrangian called
+    directly.
     """
     if isinstance(value, bool):
         raise TypeError(
@@ -280,6 +244,10 @@ def learnable(
             f"`{name}` must have {ndim} dimension(s) in `{where}`, got shape "
             f"{arr.shape}."
         )
+    if isinstance(arr, jax.core.Tracer):
+        # Built under a transformation (`jax.jit`, `jax.grad`): checked once at the
+        # entry of each solve, not here, where a check would copy the array.
+        return arr
     return ensure(
         arr,
         is_not_finite,

@@ -9,7 +9,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from equinox.internal import unvmap_any
 from jax import lax
 from jaxtyping import Array, Float
 
@@ -17,23 +16,25 @@ from .._clamp import check_clamp, euler_step, residual
 from .._custom_types import Clamp, States, StatesLike
 from .._ham import HAM, prepare_states
 from .._misc import all_finite, common_dtype
-from .._validation import concrete_value, positive_scalar, static_float, static_int
-from .solution import Solution
+from .._validation import positive_scalar, static_float, static_int
+from .solution import raise_if_failed, RESULTS, Solution
 
 
 _WHERE = "descend"
-# Up to this many steps, a non-finite state found under `jax.jit` is reported with its
-# step (one message per step); beyond, without it.
-_MAX_STEP_MESSAGES = 10_000
+_DT_HINT = "Use a small step such as `dt=0.1` (in units of the layers' `tau`)."
 
 
 def _check_dt(dt: object) -> Array:
-    """`dt` as a real 0-d array, positive and finite (checked at once when it is
-    concrete, at run time when it is traced)."""
+    """`dt` as a real 0-d array: checked positive and finite at once when it is
+    concrete; a traced `dt` is checked in the solve, as a result code."""
+    if isinstance(dt, jax.core.Tracer):
+        if dt.ndim != 0 or not jnp.issubdtype(dt.dtype, jnp.floating):
+            raise TypeError(
+                f"`dt` must be a positive real scalar in `{_WHERE}`, got a traced "
+                f"array of shape {dt.shape} and dtype {dt.dtype}."
+            )
+        return dt
     return positive_scalar(dt, "dt", _WHERE, _DT_HINT)
-
-
-_DT_HINT = "Use a small step such as `dt=0.1` (in units of the layers' `tau`)."
 
 
 def _check_solver(solver, stepsize_controller, max_steps):
@@ -112,76 +113,75 @@ def _first_bad(bad: Array, t: Array, xs: States) -> Array:
     return jnp.where((bad < 0) & ~all_finite(xs), t, bad)
 
 
-def _euler(ham, xs, masks, rates, *, steps, trace, tol, throw):
+def _euler(ham, xs, masks, rates, *, steps, trace, tol):
     """Fixed-step Euler on one sample: returns `(xs, energies | None, bad_step,
-    num_steps, dEdg)`, `dEdg` at the final states, `bad_step` the first step with a
-    non-finite state (-1 if none; with `throw=False` only whether there is one)."""
+    num_steps, energy, dEdg)`, `energy` and `dEdg` at the final states, `bad_step` the
+    first step with a non-finite state (-1 if none). No buffer grows with `steps`
+    unless the energy trace is asked for."""
     int32 = jnp.int32
     if tol is None:
-        # With `throw`, the first step with a non-finite state is tracked; without,
-        # the final states tell whether there was one (a non-finite free neuron stays
-        # non-finite: x - r * dE/dg), and the loop is the bare update.
-        def body(carry, t):
-            x, bad = carry
+
+        def body(carry, _):
+            x, t, bad = carry
             if trace:
-                energy, dEdg = ham.energy_and_dEdg(x)
+                energy, dEdg = ham._energy_and_dEdg(x)
             else:
-                energy, dEdg = None, ham.dEdg(x)
+                energy, dEdg = None, ham._dEdg_only(x)
             x = euler_step(masks, rates, x, dEdg)
-            return (x, None if bad is None else _first_bad(bad, t, x)), energy
+            t = t + jnp.array(1, int32)
+            return (x, t, _first_bad(bad, t, x)), energy
 
         start = _first_bad(jnp.array(_NO_BAD, int32), jnp.array(0, int32), xs)
-        (final, bad), energies = lax.scan(
-            body,
-            (xs, start if throw else None),
-            jnp.arange(1, steps + 1, dtype=int32),
+        (final, _, bad), energies = lax.scan(
+            body, (xs, jnp.array(0, int32), start), None, length=steps
         )
-        last, dEdg = ham.energy_and_dEdg(final)
+        last, dEdg = ham._energy_and_dEdg(final)
         if trace:
             assert energies is not None
             energies = jnp.concatenate([energies, last[None]])
-        if bad is None:
-            bad = jnp.where(all_finite(final), jnp.int32(_NO_BAD), jnp.int32(steps))
-        return final, energies, bad, jnp.array(steps, int32), dEdg
-
+        num_steps = jnp.where(bad < 0, jnp.array(steps, int32), bad)
+        return final, energies, bad, num_steps, last, dEdg
     # Run to a fixed point: stop once max |dE/dg| < tol on the free neurons, after
-    # `steps` steps, or once a state is not finite (a non-finite gradient moves the
-    # state to a non-finite value, so the divergence is reported, never hidden).
-    energy, dEdg = ham.energy_and_dEdg(xs)
+    # `steps` steps, or at the first non-finite state (a non-finite gradient moves
+    # the state to a non-finite value, so the divergence is reported, never hidden).
+    energy, dEdg = ham._energy_and_dEdg(xs)
     buffer = jnp.zeros((steps + 1 if trace else 0,), energy.dtype)
     if trace:
         buffer = buffer.at[0].set(energy)
 
     def cond(carry):
-        t, x, dEdg, _ = carry
+        t, x, _, dEdg, _ = carry
         return (t < steps) & ~(residual(masks, dEdg) < tol) & all_finite(x)
 
     def loop(carry):
-        t, x, dEdg, buffer = carry
+        t, x, _, dEdg, buffer = carry
         x = euler_step(masks, rates, x, dEdg)
-        energy, dEdg = ham.energy_and_dEdg(x)
+        energy, dEdg = ham._energy_and_dEdg(x)
         t = t + jnp.array(1, int32)
         if trace:
             buffer = buffer.at[t].set(energy)
-        return t, x, dEdg, buffer
+        return t, x, energy, dEdg, buffer
 
-    carry = (jnp.array(0, int32), xs, dEdg, buffer)
-    t, final, dEdg, buffer = lax.while_loop(cond, loop, carry)
-    # The loop stops at the first non-finite state.
+    carry = (jnp.array(0, int32), xs, energy, dEdg, buffer)
+    t, final, last, dEdg, buffer = lax.while_loop(cond, loop, carry)
     bad = jnp.where(all_finite(final), jnp.int32(_NO_BAD), t)
     energies = None
     if trace:
         # After convergence the state is (to `tol`) constant: repeat the last energy.
         energies = jnp.where(jnp.arange(steps + 1, dtype=int32) > t, buffer[t], buffer)
-    return final, energies, bad, t, dEdg
+    return final, energies, bad, t, last, dEdg
 
 
 def _ode(ham, xs, masks, dt, *, steps, trace, tol, solver, options):
-    """An ODE solve with diffrax on one sample: returns `(xs, energies, bad_step,
-    num_steps, dEdg)`.
+    """An ODE solve with diffrax on one sample: returns `(xs, energies | None,
+    bad_step, num_steps, stopped, energy, dEdg)`.
 
-    The solve runs in the states' dtype promoted to at least float32 (times and
-    states alike), and the results are cast back to the states' dtypes.
+    The solve ends at `steps * dt`, at a fixed point (`tol`), or at the first step
+    whose state is not finite (a diffrax event): `num_steps` is then that step.
+    `stopped` says whether the solver gave up before (an adaptive solver rejects the
+    steps of a diverging state until it runs out of `max_steps`). The solve runs in
+    the states' dtype promoted to at least float32 (times and states alike), and the
+    results are cast back to the states' dtypes.
     """
     import diffrax
 
@@ -189,81 +189,64 @@ def _ode(ham, xs, masks, dt, *, steps, trace, tol, solver, options):
     with jax.numpy_dtype_promotion("standard"):
         work = jnp.result_type(jnp.float32, *dtypes.values())
     y0 = {name: x.astype(work) for name, x in xs.items()}
-    clamp = {name: mask for name, mask in masks.items() if mask is not None}
-
     dt = dt.astype(work)
     t1 = steps * dt
-    ts = jnp.linspace(jnp.zeros((), work), t1, steps + 1)
+    subs = [diffrax.SubSaveAt(t1=True)]
+    ts = None
+    if trace:
+        # The trace is what was asked for: `steps + 1` energies.
+        ts = jnp.linspace(jnp.zeros((), work), t1, steps + 1)
+        subs.append(diffrax.SubSaveAt(ts=ts, fn=lambda t, y, ham: ham._energy(y)))
 
-    def record(t, y, args):
-        ham, _ = args
-        return ham.energy(y) if trace else None, all_finite(y)
+    def stop(t, y, ham, **kwargs):
+        diverged = ~all_finite(y)
+        if tol is None:
+            return diverged
+        return diverged | (residual(masks, ham._dEdg_only(y)) < tol)
 
-    subs = [diffrax.SubSaveAt(t1=True), diffrax.SubSaveAt(ts=ts, fn=record)]
-    event = None
-    if tol is not None:
-
-        def converged(t, y, args, **kwargs):
-            ham, _ = args
-            return residual(masks, ham.dEdg(y)) < tol
-
-        event = diffrax.Event(converged)
     solution = diffrax.diffeqsolve(
-        diffrax.ODETerm(lambda t, y, args: args[0].vector_field(t, y, args[1])),
+        diffrax.ODETerm(lambda t, y, ham: ham._vector_field(y, masks)),
         solver,
         t0=jnp.zeros((), work),
         t1=t1,
         dt0=dt,
         y0=y0,
-        args=(ham, clamp),
+        args=ham,
         saveat=diffrax.SaveAt(subs=subs),
         stepsize_controller=options["stepsize_controller"],
         max_steps=options["max_steps"],
-        event=event,
+        event=diffrax.Event(stop),
         throw=False,
     )
     assert solution.ys is not None and solution.ts is not None
     final = jax.tree.map(lambda y: y[-1], solution.ys[0])
-    t_end = solution.ts[0][-1]
-    saved_energies, saved_finite = solution.ys[1]
-    # Times the solve reached; after an early stop (`tol`, or a failure) diffrax
-    # saves nothing (it fills with inf): the trace repeats the last energy.
-    reached = ts < t_end
-    ok = diffrax.is_okay(solution.result)
-    # The first recorded time at which the state is not finite (a constant-step
-    # solver keeps a non-finite step), or that a failed solve could not reach: an
-    # adaptive solver rejects the steps of a diverging state until it runs out of
-    # `max_steps`, so its states stay finite while it cannot go on.
-    seen = (reached & ~saved_finite).at[0].set(~all_finite(y0))
-    candidates = seen | (~reached & ~ok)
-    bad = jnp.where(
-        jnp.any(candidates),
-        jnp.argmax(candidates).astype(jnp.int32),
-        jnp.where(all_finite(final), jnp.int32(_NO_BAD), jnp.int32(steps)),
-    )
-    final = {name: final[name].astype(dtypes[name]) for name in final}
-    last, dEdg = ham.energy_and_dEdg(final)
     num_steps = jnp.asarray(solution.stats["num_steps"]).astype(jnp.int32)
+    stopped = ~diffrax.is_okay(solution.result)
+    bad = jnp.where(all_finite(final), jnp.int32(_NO_BAD), num_steps)
+    final = {name: final[name].astype(dtypes[name]) for name in final}
+    last, dEdg = ham._energy_and_dEdg(final)
     if not trace:
-        return final, None, bad, num_steps, dEdg
+        return final, None, bad, num_steps, stopped, last, dEdg
+    assert ts is not None
     edtype = common_dtype(dtypes)
-    energies = jnp.where(reached, saved_energies.astype(edtype), last.astype(edtype))
-    return final, energies, bad, num_steps, dEdg
+    # Times after an early stop are not saved (diffrax fills them with inf): the
+    # trace repeats the last energy.
+    reached = ts <= solution.ts[0][-1]
+    energies = jnp.where(reached, solution.ys[1].astype(edtype), last.astype(edtype))
+    return final, energies, bad, num_steps, stopped, last, dEdg
 
 
 @eqx.filter_jit
 def _descend(ham, xs, masks, dt, *, steps, trace, tol, throw, solver, options):
+    # The checks at the entry, once: every parameter of the model, and `dt` (a
+    # traced one), each reduced on the device to one boolean.
+    params_ok = all_finite(eqx.filter(ham, eqx.is_inexact_array))
+    dt_ok = (dt > 0) & jnp.isfinite(dt)
     if solver is None:
-        out = _euler(
-            ham,
-            xs,
-            masks,
-            _rates(ham, dt, xs),
-            steps=steps,
-            trace=trace,
-            tol=tol,
-            throw=throw,
-        )
+        rates = _rates(ham, dt, xs)
+        out = _euler(ham, xs, masks, rates, steps=steps, trace=trace, tol=tol)
+        final, energies, bad, num_steps, last, dEdg = out
+        stopped = jnp.array(False)
     else:
         out = _ode(
             ham,
@@ -276,61 +259,21 @@ def _descend(ham, xs, masks, dt, *, steps, trace, tol, throw, solver, options):
             solver=solver,
             options=options,
         )
-    final, energies, bad, num_steps, dEdg = out
+        final, energies, bad, num_steps, stopped, last, dEdg = out
     res = residual(masks, dEdg)
     converged = jnp.array(False) if tol is None else res < tol
-    return final, energies, bad, num_steps, res, converged
-
-
-def _non_finite_message(step: int | None, solver: bool) -> str:
-    at = "" if step is None else f" at step {step}"
-    return (
-        f"`descend` produced a non-finite state (NaN or inf){at}"
-        + (
-            ", or its diffrax solver could not get there (an adaptive solver runs "
-            "out of `max_steps` where the state diverges; raise `max_steps` if it "
-            "does not)"
-            if solver
-            else ""
-        )
-        + "; reduce `dt`, check the synapses' scale, or use a Lagrangian that does "
-        "not overflow (`LExp`/`LRexp` grow like exp(beta x)). Pass `throw=False` to "
-        "get the `Solution` anyway, marked `finite=False`."
+    nonfinite = (bad >= 0) | ~jnp.isfinite(last)
+    result = RESULTS.where(converged, RESULTS.successful, RESULTS.steps_completed)
+    result = RESULTS.where(stopped, RESULTS.solver_stopped, result)
+    result = RESULTS.where(nonfinite, RESULTS.nonfinite, result)
+    result = RESULTS.where(dt_ok, result, RESULTS.invalid_dt)
+    result = RESULTS.where(params_ok, result, RESULTS.nonfinite_parameter)
+    solution = Solution(
+        xs=final, energies=energies, num_steps=num_steps, residual=res, result=result
     )
-
-
-def _earliest(bad: Array, steps: int) -> tuple[Array, Array]:
-    """Whether any sample has a bad step (`bad >= 0`), and the earliest one, as
-    values that are the same for a whole `jax.vmap` batch.
-
-    A binary search over the steps with `unvmap_any`, which (unlike a maximum) is
-    defined for an empty batch too.
-    """
-    any_bad = unvmap_any(bad >= 0)
-    # The smallest k in [0, steps] with any(0 <= bad <= k): k = below + 1, where
-    # `below` is the largest value with no bad step at or before it.
-    below = jnp.array(-1, jnp.int32)
-    for bit in reversed(range(max(steps, 1).bit_length())):
-        trial = below + jnp.int32(1 << bit)
-        none_yet = ~unvmap_any((bad >= 0) & (bad <= trial))
-        below = jnp.where(none_yet & (trial <= steps), trial, below)
-    return any_bad, jnp.minimum(below + 1, steps)
-
-
-def _report_non_finite(xs: States, bad: Array, steps: int, solver: bool) -> States:
-    """Raises for a non-finite state at step `bad >= 0`: a `ValueError` at once when
-    `bad` is concrete, else an error at run time (`eqx.branched_error_if`)."""
-    value = concrete_value(bad)
-    if value is not None:
-        if int(value) >= 0:
-            raise ValueError(_non_finite_message(int(value), solver))
-        return xs
-    if steps > _MAX_STEP_MESSAGES:
-        return eqx.error_if(xs, bad >= 0, _non_finite_message(None, solver))
-    # Under `jax.vmap`, the earliest bad step of the batch.
-    any_bad, step = _earliest(bad, steps)
-    messages = tuple(_non_finite_message(i, solver) for i in range(steps + 1))
-    return eqx.branched_error_if(xs, any_bad, step, messages)
+    if throw:
+        solution = raise_if_failed(_WHERE, solution)
+    return solution
 
 
 def descend(
@@ -466,7 +409,7 @@ def descend(
         solver, stepsize_controller, max_steps
     )
     dt = _check_dt(dt)
-    final, energies, bad, num_steps, res, converged = _descend(
+    return _descend(
         ham,
         states,
         masks,
@@ -477,14 +420,4 @@ def descend(
         throw=bool(throw),
         solver=solver,
         options={"stepsize_controller": stepsize_controller, "max_steps": max_steps},
-    )
-    if throw:
-        final = _report_non_finite(final, bad, steps, solver is not None)
-    return Solution(
-        xs=final,
-        energies=energies,
-        num_steps=num_steps,
-        residual=res,
-        converged=converged,
-        finite=bad < 0,
     )

@@ -25,8 +25,8 @@ from .._clamp import check_clamp, hold, residual
 from .._custom_types import Clamp, Masks, States, StatesLike
 from .._ham import HAM, prepare_states
 from .._misc import all_finite, common_dtype
-from .._validation import concrete_value, positive_scalar, static_float, static_int
-from .solution import Solution
+from .._validation import positive_scalar, static_float, static_int
+from .solution import raise_if_failed, RESULTS, Solution
 
 
 _WHERE = "fixed_point"
@@ -241,7 +241,7 @@ def _solve_spd(a: Array, b: Array) -> Array:
 def _euler_map(masks: Masks, rates: dict):
     def fn(y: States, args) -> tuple[States, Any]:
         ham, x0 = args
-        energy, dEdg = ham.energy_and_dEdg(y)
+        energy, dEdg = ham._energy_and_dEdg(y)
         new = {name: y[name] - rates[name] * dEdg[name] for name in y}
         # Clamped neurons map to their initial values (not to `y`), so that the
         # implicit linear system stays non-singular and carries their tangents.
@@ -256,7 +256,7 @@ def _linear_solver(xs: States) -> lx.AbstractLinearSolver:
 
 
 @eqx.filter_jit
-def _solve(ham, x0, masks, rates, *, tol, max_steps, history, adjoint):
+def _solve(ham, x0, masks, rates, *, tol, max_steps, history, adjoint, throw):
     # The solver sees one flat vector: its bookkeeping is then a few operations per
     # step, not a few per layer.
     flat0, unravel = ravel_pytree(x0)
@@ -279,42 +279,19 @@ def _solve(ham, x0, masks, rates, *, tol, max_steps, history, adjoint):
     )
     _, res = sol.aux
     final = unravel(sol.value)
-    finite = sol.result != optx.RESULTS.nonfinite
-    finite = finite & all_finite(final) & jnp.isfinite(res)
+    params_ok = all_finite(eqx.filter(ham, eqx.is_inexact_array))
+    finite = (sol.result != optx.RESULTS.nonfinite) & all_finite(final)
+    finite = finite & jnp.isfinite(res)
     num_steps = jnp.asarray(sol.stats["num_steps"]).astype(jnp.int32)
-    return final, num_steps, res, finite & (res < tol), finite
-
-
-def _message(problem: str, max_steps: int, tol: float) -> str:
-    if problem == "finite":
-        return (
-            "`fixed_point` met a non-finite state (NaN or inf): the initial state "
-            "is not finite, or the energy overflows; check the synapses' scale, or use "
-            "a Lagrangian that does not overflow (`LExp`/`LRexp`). Pass `throw=False` "
-            "to get the `Solution` anyway, marked `finite=False`."
-        )
-    return (
-        f"`fixed_point` did not reach max |dE/dg| < tol = {tol:g} within "
-        f"`max_steps` = {max_steps} steps; raise `max_steps`, loosen `tol`, or pass "
-        "`throw=False` to get the last state with `converged=False`. (A HAM whose "
-        "energy has no minimum in some direction, e.g. a layer-norm layer with "
-        "`leak=False`, never converges in the state: use `descend` for a fixed time.)"
+    result = RESULTS.where(res < tol, RESULTS.successful, RESULTS.max_steps_reached)
+    result = RESULTS.where(finite, result, RESULTS.nonfinite)
+    result = RESULTS.where(params_ok, result, RESULTS.nonfinite_parameter)
+    solution = Solution(
+        xs=final, energies=None, num_steps=num_steps, residual=res, result=result
     )
-
-
-def _report(xs: States, converged: Array, finite: Array, max_steps: int, tol: float):
-    checks = (
-        (~finite, _message("finite", max_steps, tol)),
-        (finite & ~converged, _message("converged", max_steps, tol)),
-    )
-    for bad, message in checks:
-        value = concrete_value(bad)
-        if value is not None:
-            if bool(np.any(value)):
-                raise ValueError(message)
-            continue
-        xs = eqx.error_if(xs, bad, message)
-    return xs
+    if throw:
+        solution = raise_if_failed(_WHERE, solution)
+    return solution
 
 
 def fixed_point(
@@ -467,7 +444,7 @@ def fixed_point(
             name: (step / layer.tau).astype(states[name].dtype)
             for name, layer in ham.neurons.items()
         }
-    final, num_steps, res, converged, finite = _solve(
+    return _solve(
         ham,
         states,
         masks,
@@ -476,14 +453,5 @@ def fixed_point(
         max_steps=max_steps,
         history=history,
         adjoint=adjoint,
-    )
-    if throw:
-        final = _report(final, converged, finite, max_steps, tol)
-    return Solution(
-        xs=final,
-        energies=None,
-        num_steps=num_steps,
-        residual=res,
-        converged=converged,
-        finite=finite,
+        throw=bool(throw),
     )

@@ -1,9 +1,90 @@
-r"""The result of a descent or fixed-point solve: final states and a convergence report."""
+r"""The result of a descent or fixed-point solve: final states and how the solve went."""
 
 import equinox as eqx
+import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
 from .._custom_types import States
+
+
+_RERUN = (
+    " Rerun with `throw=False` to get the `Solution` anyway: `sol.result` names the "
+    "outcome and `sol.num_steps` the step at which it happened."
+)
+
+
+class RESULTS(eqx.Enumeration):
+    """The outcomes of a solve (`hamux_lagr.Solution.result`): an `eqx.Enumeration`,
+    as `diffrax.RESULTS` and `optimistix.RESULTS` are. Compare with `==`
+    (`sol.result == hl.RESULTS.successful`, a boolean array under `jax.vmap`).
+
+    - `successful`: a fixed point was reached (`residual < tol`).
+    - `steps_completed`: `descend` ran its steps without meeting a `tol` (none was
+      given, or it was not reached): not an error.
+    - `max_steps_reached`: `fixed_point` did not reach `tol` within `max_steps`.
+    - `nonfinite`: a state, or the energy, became NaN or infinite.
+    - `nonfinite_parameter`: a parameter of the model (a Lagrangian's `beta`, a
+      synapse's weights) is NaN or infinite, so the solve could not be trusted.
+    - `invalid_dt`: a traced step size `dt` is not positive and finite.
+    - `solver_stopped`: `descend`'s diffrax solver stopped before `steps * dt` (an
+      adaptive solver runs out of `max_steps` where the state diverges).
+    """
+
+    successful = ""
+    steps_completed = ""
+    max_steps_reached = (
+        "The solve did not reach max |dE/dg| < tol within `max_steps` steps; raise "
+        "`max_steps`, loosen `tol`, or pass `throw=False` to get the last state with "
+        "`converged=False`. (A HAM whose energy has no minimum in some direction, "
+        "e.g. a layer-norm layer with `leak=False`, never converges: use `descend` "
+        "for a fixed time.)"
+    )
+    nonfinite = (
+        "A state or the energy became non-finite (NaN or inf): the energy may have no "
+        "lower bound, or the step overflows; reduce `dt`, check the synapses' scale, "
+        "or use a Lagrangian that does not overflow (`LExp`/`LRexp` grow like "
+        "exp(beta x))." + _RERUN
+    )
+    nonfinite_parameter = (
+        "A parameter of the model (a Lagrangian's `beta`, a synapse's weights) is "
+        "NaN or infinite; if training produced it, lower the learning rate or clip "
+        "the gradients." + _RERUN
+    )
+    invalid_dt = (
+        "`dt` must be positive and finite; use a small step such as `dt=0.1` (in "
+        "units of the layers' `tau`)." + _RERUN
+    )
+    solver_stopped = (
+        "The diffrax solver stopped before `steps * dt`: an adaptive solver runs out "
+        "of `max_steps` where the state diverges; reduce `dt` or raise `max_steps` if "
+        "it does not." + _RERUN
+    )
+
+
+def is_okay(result: RESULTS) -> Bool[Array, "..."]:
+    """Whether `result` is not an error: `successful` or `steps_completed`."""
+    return (result == RESULTS.successful) | (result == RESULTS.steps_completed)
+
+
+def is_finite(result: RESULTS) -> Bool[Array, "..."]:
+    """Whether `result` reports a finite solve (no `nonfinite*` or `solver_stopped`)."""
+    return ~(
+        (result == RESULTS.nonfinite)
+        | (result == RESULTS.nonfinite_parameter)
+        | (result == RESULTS.invalid_dt)
+        | (result == RESULTS.solver_stopped)
+    )
+
+
+def raise_if_failed(entry: str, solution: "Solution") -> "Solution":
+    """`throw=True`: one `eqx.branched_error_if` on the way out of a solve, with the
+    message of the outcome, prefixed by the entry the user called."""
+    result = solution.result
+    messages = tuple(
+        f"`{entry}`: {message}" if message else ""
+        for message in RESULTS._index_to_message
+    )
+    return eqx.branched_error_if(solution, ~is_okay(result), result._value, messages)
 
 
 class Solution(eqx.Module):
@@ -20,23 +101,36 @@ class Solution(eqx.Module):
       (shape `(steps + 1,)`; after an early stop the last energy is repeated), or
       `None` when it was not recorded (`trace=False`, and always for `fixed_point`).
     - `num_steps`: the steps actually taken, an int32 scalar: Euler steps (fewer than
-      `steps` after an early stop with `tol`), diffrax solver steps with `solver`, or
-      the energy-gradient evaluations of `fixed_point`.
+      `steps` after an early stop with `tol`, or the step at which a state became
+      non-finite), diffrax solver steps with `solver`, or the energy-gradient
+      evaluations of `fixed_point`.
     - `residual`: $\max_i |\partial E/\partial g_i|$ over the free (not clamped)
       neurons at the final states, a scalar of the states' dtype (0 when no neuron is
       free). At a fixed point of the dynamics it is 0.
-    - `converged`: whether `residual < tol`, a boolean scalar (always `False` when no
-      `tol` was given).
-    - `finite`: whether every state along the solve stayed finite (no NaN or inf), a
-      boolean scalar; with a diffrax solver in `descend`, also `False` when the solve
-      stopped before its end time (an adaptive solver does where the state diverges). With `throw=True` (the default) a non-finite state raises
-      instead, so a returned `Solution` has `finite=True`; with `throw=False` it is
-      returned and marked here.
+    - `result`: the outcome, a `hamux_lagr.RESULTS` item (`successful`,
+      `steps_completed`, `max_steps_reached`, `nonfinite`, `nonfinite_parameter`,
+      `invalid_dt`, `solver_stopped`). With `throw=True` (the default) every outcome but
+      `successful` and `steps_completed` raises instead.
+
+    **Properties:**
+
+    - `converged`: whether the solve reached `residual < tol` (`result ==
+      RESULTS.successful`), a boolean scalar; always `False` for `descend` without
+      `tol`.
+    - `finite`: whether every state along the solve and every parameter stayed
+      finite (and a diffrax solve reached its end time), a boolean scalar.
     """
 
     xs: States
     energies: Float[Array, " steps_plus_1"] | None
     num_steps: Int[Array, ""]
     residual: Float[Array, ""]
-    converged: Bool[Array, ""]
-    finite: Bool[Array, ""]
+    result: RESULTS
+
+    @property
+    def converged(self) -> Bool[Array, ""]:
+        return jnp.asarray(self.result == RESULTS.successful)
+
+    @property
+    def finite(self) -> Bool[Array, ""]:
+        return jnp.asarray(is_finite(self.result))

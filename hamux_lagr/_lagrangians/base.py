@@ -9,14 +9,20 @@ The families that share parameters share one abstract class each, with the one
 `__init__` and the one `__call__`: `_AbstractTemperatureLagrangian` (`beta`,
 `min_beta`), `_AbstractSoftmaxLagrangian` (`beta`, `axis`, `min_beta`) and
 `_AbstractNormLagrangian` (`gamma`, `delta`, `eps`). The concrete classes are final:
-they name the unchecked kernel of their functional Lagrangian. A module checks its
-parameters with at most one run-time check per evaluation (`ensure_finite`), since it
-runs in every step of the dynamics.
+they name the unchecked kernel of their functional Lagrangian.
+
+Checks run where a value is born, once. Concrete parameters are checked at construction.
+A module called directly checks its traced parameters once per call
+(`checked_parameters`: one reduction, one `eqx.error_if`) and then evaluates its
+unchecked `_unchecked(x)`; the solves (`descend`, `fixed_point`) check every parameter
+of the model once, at their entry, and their loops call `unchecked_call`, which never
+checks.
 """
 
 import abc
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import equinox as eqx
 import jax
@@ -24,12 +30,11 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._custom_types import ParamLike, Scalar, StateLike
-from .._misc import default_float_dtype
+from .._misc import all_finite, default_float_dtype
 from .._validation import (
     as_state,
     check_broadcasts,
     concrete_value,
-    ensure_finite,
     learnable,
     static_axis,
     static_float,
@@ -132,8 +137,7 @@ class Lagrangian(eqx.Module):
         shape.
         """
         x = as_state(x, f"{type(self).__name__}.energy")
-        value, g = jax.value_and_grad(self._reduced)(x)
-        return jnp.sum(x * g) - value, g
+        return legendre(self._reduced, x)
 
 
 _NON_FINITE_HINT = (
@@ -154,12 +158,9 @@ def _min_beta(min_beta: object, where: str) -> float:
 def _evaluated_beta(
     beta: Array, min_beta: float, x: Array, shape: tuple[int, ...], where: str
 ) -> Array:
-    """`beta` checked finite (the one check), clamped at `min_beta`, in `x`'s dtype.
-
-    The stored `beta` is checked before any operation on it: when the module is closed
-    over (concrete), even under `jax.jit`, the check runs once, at trace time.
-    """
-    (beta,) = ensure_finite(where, _NON_FINITE_HINT, beta=beta)
+    """`beta` clamped at `min_beta`, in `x`'s dtype, checked to broadcast to `shape`
+    (a structural check, at trace time; its values are checked by
+    `checked_parameters`)."""
     beta = jnp.maximum(beta, min_beta).astype(x.dtype)
     check_broadcasts(beta, shape, "beta", where)
     return beta
@@ -206,3 +207,77 @@ def _gamma_or_as_given(value: ParamLike) -> Any:
     if isinstance(arr, jax.Array) and arr.size == 1:
         return arr.reshape(())
     return arr
+
+
+def _owner(cls: type, name: str) -> type | None:
+    """The class of `cls`'s MRO that defines `name`, or `None`."""
+    for klass in cls.__mro__:
+        if name in vars(klass):
+            return klass
+    return None
+
+
+def unchecked_call(lagrangian: Lagrangian, x: Array) -> Array:
+    """The reduced Lagrangian of a prepared (floating) state, without parameter checks.
+
+    For the loops of the solves, whose entry has checked the parameters. A built-in
+    family evaluates its `_unchecked` kernel; a user's Lagrangian, or a subclass that
+    overrides `__call__` (so that the family's kernel is no longer what it computes),
+    is called as written.
+    """
+    cls = type(lagrangian)
+    own = _owner(cls, "_unchecked")
+    if own is not None and own is _owner(cls, "__call__"):
+        return lagrangian._unchecked(x)  # pyright: ignore[reportAttributeAccessIssue]
+    return lagrangian._reduced(x)
+
+
+_Module = TypeVar("_Module", bound=eqx.Module)
+
+
+def checked_parameters(module: _Module, where: str) -> _Module:
+    """`module`, its floating parameters checked finite with ONE check.
+
+    Concrete parameters were checked at construction: nothing to do. Traced ones
+    (a module passed through `jax.jit`, a parameter under `jax.grad`) are reduced on
+    the device to one boolean and go through one `eqx.error_if`; keep using the
+    returned module, so that the check stays in the computation.
+    """
+    params, static = eqx.partition(module, eqx.is_inexact_array)
+    leaves = jax.tree.leaves(params)
+    if not leaves:
+        return module
+    names = ", ".join(
+        f"`{jax.tree_util.keystr(path)[1:]}`"
+        for path, _ in jax.tree_util.tree_leaves_with_path(params)
+    )
+    message = f"{names} must be finite (no NaN or inf) in `{where}`"
+    bad = ~all_finite(params)
+    if not any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+        # Concrete (checked at construction, unless built around `__init__`, e.g.
+        # by `eqx.tree_at`): one boolean fetched from the device, no copy.
+        if bool(bad):
+            raise ValueError(f"{message}. {_NON_FINITE_HINT}")
+        return module
+    params = eqx.error_if(
+        params,
+        bad,
+        f"{message} (checked at run time, under a JAX transformation). "
+        f"{_NON_FINITE_HINT}",
+    )
+    return eqx.combine(params, static)
+
+
+def legendre(lagrangian: Callable[[Array], Array], x: Array) -> tuple[Array, Array]:
+    """The Legendre transform `<x, g> - L(x)` and the activation `g = dL/dx`, from one
+    pass of the reduced Lagrangian `lagrangian` (the one place it is written)."""
+    value, g = jax.value_and_grad(lagrangian)(x)
+    return jnp.sum(x * g) - value, g
+
+
+def unchecked_energy_and_activation(
+    lagrangian: Lagrangian, x: Array
+) -> tuple[Array, Array]:
+    """`lagrangian.energy_and_activation(x)` on a prepared state, without parameter
+    checks (for the loops of the solves)."""
+    return legendre(lambda y: unchecked_call(lagrangian, y), x)

@@ -25,7 +25,6 @@ from .._custom_types import ParamLike, Scalar, StateLike
 from .._validation import (
     as_state,
     check_broadcasts,
-    ensure_finite,
     finite_param,
     learnable,
     state_and_beta,
@@ -35,7 +34,7 @@ from .base import (
     _evaluated_beta,
     _float_or_as_given,
     _min_beta,
-    _NON_FINITE_HINT,
+    checked_parameters,
     Lagrangian,
 )
 from .jvp import tangent_sum
@@ -304,7 +303,12 @@ class _AbstractTemperatureLagrangian(Lagrangian):
         The scalar $\mathcal{L}(x)$, summed over every entry.
         """
         where = type(self).__name__
-        x = as_state(x, where)
+        return checked_parameters(self, where)._unchecked(as_state(x, where))
+
+    def _unchecked(self, x: Array) -> Array:
+        # The Lagrangian of a floating state without the parameter checks: the
+        # solves check every parameter once, at their entry, never in their loops.
+        where = type(self).__name__
         beta = _evaluated_beta(self.beta, self.min_beta, x, x.shape, where)
         return jnp.sum(self._kernel(x, beta))
 
@@ -410,12 +414,14 @@ class LSigmoid(Lagrangian):
 
         The scalar $\mathcal{L}(x)$, summed over every entry.
         """
-        x = as_state(x, "LSigmoid")
-        beta, scale = ensure_finite(
-            "LSigmoid", _NON_FINITE_HINT, beta=self.beta, scale=self.scale
-        )
-        beta = jnp.maximum(beta, self.min_beta).astype(x.dtype)
-        scale = scale.astype(x.dtype)
+        where = "LSigmoid"
+        return checked_parameters(self, where)._unchecked(as_state(x, where))
+
+    def _unchecked(self, x: Array) -> Array:
+        # The Lagrangian of a floating state without the parameter checks: the
+        # solves check every parameter once, at their entry, never in their loops.
+        beta = jnp.maximum(self.beta, self.min_beta).astype(x.dtype)
+        scale = self.scale.astype(x.dtype)
         check_broadcasts(beta, x.shape, "beta", "LSigmoid")
         check_broadcasts(scale, x.shape, "scale", "LSigmoid")
         return jnp.sum(_sigmoid(x, beta, scale))

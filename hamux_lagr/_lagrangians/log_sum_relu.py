@@ -21,7 +21,7 @@ from .._validation import (
     static_axis,
     static_float,
 )
-from .base import _array_or_as_given, _evaluated_beta, Lagrangian
+from .base import _array_or_as_given, _evaluated_beta, checked_parameters, Lagrangian
 from .softmax import _reduced_shape
 
 
@@ -132,7 +132,12 @@ class LLogSumReLU(Lagrangian):
         The scalar $\mathcal{L}(x)$.
         """
         where = "LLogSumReLU"
-        x = as_state(x, where)
+        return checked_parameters(self, where)._unchecked(as_state(x, where))
+
+    def _unchecked(self, x: Array) -> Array:
+        # The Lagrangian of a floating state without the parameter checks: the
+        # solves check every parameter once, at their entry, never in their loops.
+        where = "LLogSumReLU"
         axis = normalise_axis(self.axis, x.ndim, where)
         shape = _reduced_shape(x.shape, axis)
         beta = _evaluated_beta(self.beta, self.min_beta, x, shape, where)

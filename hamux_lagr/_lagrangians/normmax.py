@@ -45,7 +45,7 @@ from .._validation import (
     static_axis,
 )
 from .axis_ops import axis_dot
-from .base import _evaluated_beta, _min_beta, Lagrangian
+from .base import _evaluated_beta, _min_beta, checked_parameters, Lagrangian
 from .jvp import tangent_sum
 from .softmax import _reduced_shape
 from .sparse import _compute_dtype, _safe_log, _shifted, bisect_threshold
@@ -295,13 +295,20 @@ class LNormmax(Lagrangian):
         The scalar $\mathcal{L}(x)$.
         """
         where = "LNormmax"
-        x = as_state(x, where)
+        checked = checked_parameters(self, where)
+        alpha = ensure(
+            checked.alpha, _is_bad_alpha, _alpha_requirement(where), _ALPHA_HINT
+        )
+        checked = eqx.tree_at(lambda m: m.alpha, checked, alpha)
+        return checked._unchecked(as_state(x, where))
+
+    def _unchecked(self, x: Array) -> Array:
+        # The Lagrangian of a floating state without the parameter checks: the
+        # solves check every parameter once, at their entry, never in their loops.
+        where = "LNormmax"
         axis = normalise_axis(self.axis, x.ndim, where)
         shape = _reduced_shape(x.shape, axis)
         beta = _evaluated_beta(self.beta, self.min_beta, x, shape, where)
-        alpha = ensure(
-            self.alpha, _is_bad_alpha, _alpha_requirement(where), _ALPHA_HINT
-        )
-        alpha = alpha.astype(x.dtype)
+        alpha = self.alpha.astype(x.dtype)
         check_broadcasts(alpha, shape, "alpha", where)
         return jnp.sum(_normmax(x, beta, alpha, axis))

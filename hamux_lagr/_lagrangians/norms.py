@@ -17,13 +17,18 @@ from .._custom_types import ParamLike, Scalar, StateLike
 from .._validation import (
     as_state,
     check_broadcasts,
-    ensure_finite,
     finite_param,
     learnable,
     normalise_axis,
     static_float,
 )
-from .base import _array_or_as_given, _float_or_as_given, _gamma_or_as_given, Lagrangian
+from .base import (
+    _array_or_as_given,
+    _float_or_as_given,
+    _gamma_or_as_given,
+    checked_parameters,
+    Lagrangian,
+)
 from .jvp import tangent_sum
 
 
@@ -244,10 +249,14 @@ class _AbstractNormLagrangian(Lagrangian):
         The scalar $\mathcal{L}(x)$, summed over the other axes.
         """
         where = type(self).__name__
-        x = as_state(x, where)
+        return checked_parameters(self, where)._unchecked(as_state(x, where))
+
+    def _unchecked(self, x: Array) -> Array:
+        # The Lagrangian of a floating state without the parameter checks: the
+        # solves check every parameter once, at their entry, never in their loops.
+        where = type(self).__name__
         axis = normalise_axis(-1, x.ndim, where)
-        gamma, delta = ensure_finite(where, gamma=self.gamma, delta=self.delta)
-        gamma, delta = gamma.astype(x.dtype), delta.astype(x.dtype)
+        gamma, delta = self.gamma.astype(x.dtype), self.delta.astype(x.dtype)
         delta = placed_delta(delta, x, axis, where)
         return jnp.sum(self._kernel(x, gamma, delta, axis, self.eps))
 

@@ -27,6 +27,7 @@ from .base import (
     _evaluated_beta,
     _float_or_as_given,
     _min_beta,
+    checked_parameters,
     Lagrangian,
 )
 from .jvp import tangent_sum
@@ -276,7 +277,12 @@ class _AbstractSoftmaxLagrangian(Lagrangian):
         The scalar $\mathcal{L}(x)$.
         """
         where = type(self).__name__
-        x = as_state(x, where)
+        return checked_parameters(self, where)._unchecked(as_state(x, where))
+
+    def _unchecked(self, x: Array) -> Array:
+        # The Lagrangian of a floating state without the parameter checks: the
+        # solves check every parameter once, at their entry, never in their loops.
+        where = type(self).__name__
         axis = normalise_axis(self.axis, x.ndim, where)
         shape = _reduced_shape(x.shape, axis)
         beta = _evaluated_beta(self.beta, self.min_beta, x, shape, where)

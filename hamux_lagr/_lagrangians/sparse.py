@@ -37,7 +37,6 @@ from .._validation import (
     check_broadcasts,
     checked_param,
     concrete_value,
-    ensure_finite,
     learnable,
     normalise_axis,
     state_and_beta,
@@ -45,7 +44,7 @@ from .._validation import (
     static_float,
 )
 from .axis_ops import axis_dot, axis_expand
-from .base import _min_beta, _NON_FINITE_HINT, Lagrangian
+from .base import _min_beta, checked_parameters, Lagrangian
 from .jvp import tangent_sum
 from .softmax import _AbstractSoftmaxLagrangian, _reduced_shape, _softmax
 
@@ -526,14 +525,16 @@ class LEntmax(Lagrangian):
         The scalar $\mathcal{L}(x)$.
         """
         where = "LEntmax"
-        x = as_state(x, where)
+        return checked_parameters(self, where)._unchecked(as_state(x, where))
+
+    def _unchecked(self, x: Array) -> Array:
+        # The Lagrangian of a floating state without the parameter checks: the
+        # solves check every parameter once, at their entry, never in their loops.
+        where = "LEntmax"
         axis = normalise_axis(self.axis, x.ndim, where)
         shape = _reduced_shape(x.shape, axis)
-        alpha, beta = ensure_finite(
-            where, _NON_FINITE_HINT, alpha=self.alpha, beta=self.beta
-        )
-        beta = jnp.maximum(beta, self.min_beta).astype(x.dtype)
-        alpha = jnp.maximum(alpha, self.min_alpha).astype(x.dtype)
+        beta = jnp.maximum(self.beta, self.min_beta).astype(x.dtype)
+        alpha = jnp.maximum(self.alpha, self.min_alpha).astype(x.dtype)
         check_broadcasts(beta, shape, "beta", where)
         check_broadcasts(alpha, shape, "alpha", where)
         return jnp.sum(_entmax(x, beta, alpha, axis))

@@ -14,7 +14,7 @@ from jax.typing import ArrayLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._custom_types import AnyArray, Scalar, ShapeLike, SizeLike
-from .._lagrangians.base import Lagrangian
+from .._lagrangians.base import Lagrangian, unchecked_call
 from .._validation import (
     as_shape,
     check_key,
@@ -242,7 +242,7 @@ class DenseMemory(Synapse):
         """The energy of one pattern-shaped activation."""
         if self.chunk_size is None or self.chunk_size >= self.patterns.shape[0]:
             # One chunk holds every pattern: nothing to stream.
-            return -self.lagrangian(self._similarities(g))
+            return -unchecked_call(self.lagrangian, self._similarities(g))
         return streamed_energy(
             self.lagrangian,
             self.patterns,
