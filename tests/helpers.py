@@ -6,6 +6,10 @@ import sys
 import textwrap
 
 import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+
+import hamux_lagr as hl
 
 
 def tree_allclose(x, y, *, rtol=1e-5, atol=1e-8) -> bool:
@@ -39,4 +43,21 @@ def run_without_hook(code: str, timeout: float = 300) -> str:
     return result.stdout
 
 
-__all__ = ["run_without_hook", "tree_allclose"]
+
+def random_patterns(k: int, d: int, dtype=jnp.float64, seed: int = 0):
+    """`k` standard-normal patterns of dimension `d`, as a JAX array of `dtype`."""
+    return jnp.asarray(np.random.default_rng(seed).standard_normal((k, d)), dtype)
+
+
+def dense_memory_ham(patterns, beta=1.0, *, lagrangian=None, **memory_kwargs):
+    """The dense associative memory as a HAM: an identity layer `"v"` of the patterns'
+    dimension and a `DenseMemory` of `patterns` (by default `LSoftmax(beta)`, in the
+    patterns' dtype), the model most test files retrieve with."""
+    patterns = jnp.asarray(patterns)
+    if lagrangian is None:
+        lagrangian = hl.LSoftmax(jnp.asarray(beta, patterns.dtype))
+    return hl.HAM(
+        {"v": hl.NeuronLayer(hl.LIdentity(), (patterns.shape[1],))},
+        {"memory": hl.DenseMemory(patterns, lagrangian, **memory_kwargs)},
+        [(("v",), "memory")],
+    )

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import run_without_hook, tree_allclose
+from helpers import dense_memory_ham, run_without_hook, tree_allclose
 
 import hamux_lagr as hl
 
@@ -156,14 +156,6 @@ def test_fixed_point_has_zero_gradient_on_free_neurons(rng):
     assert_non_increasing(energies)
     # After the early stop the trace repeats the last energy.
     assert energies[-1] == energies[-2]
-
-
-def dense_memory_ham(patterns, beta):
-    return hl.HAM(
-        {"v": hl.NeuronLayer(hl.LIdentity(), (patterns.shape[1],))},
-        {"memory": hl.DenseMemory(patterns, hl.LSoftmax(beta))},
-        [(("v",), "memory")],
-    )
 
 
 def test_one_euler_step_with_dt_tau_is_the_ramsauer_update(rng):

@@ -340,10 +340,15 @@ def descend(
       step choices are not differentiated); give `stepsize_controller` for tighter
       ones.
 
-    Checks: wrong types, shapes and layer names raise at once (at trace time). `dt`
-    must be positive and finite: a concrete bad value raises a `ValueError` at once, a
-    traced one (under `jax.jit`) raises at run time (`eqx.error_if`). A state that
-    becomes NaN or infinite is reported (`throw`).
+    Checks run once, where their values are born, never inside the loop: wrong
+    types, shapes and layer names raise at once (at trace time); a concrete `dt` that
+    is not positive and finite raises a `ValueError` at once; at the entry of the
+    solve, every parameter of the model (a traced one included) and a traced `dt`
+    are checked with one reduction each. What went wrong, if anything, is the
+    `Solution`'s `result` (a `hamux_lagr.RESULTS` item): a state or energy that became
+    NaN or infinite (`nonfinite`, with `num_steps` the step at which it did), a
+    non-finite parameter (`nonfinite_parameter`), a bad traced `dt` (`invalid_dt`), a
+    diffrax solve that stopped early (`solver_stopped`).
 
     **Arguments:**
 
@@ -363,16 +368,13 @@ def descend(
     - `trace`: whether to record the energy. It comes from the pass that computes
       $\partial E/\partial g$, so it costs little; `False` skips it.
     - `tol`: if given, a positive number: stop early at a fixed point (see above).
-    - `throw`: if `True` (the default), a state that becomes NaN or infinite (the
-      initial state included, as step 0) raises, naming the first such step: a
-      `ValueError` when called outside `jax.jit`; under `jax.jit` an error at run
-      time carrying the same message (`eqx.branched_error_if`; without the step
-      number beyond 10,000 steps). A diffrax solve that stops before `steps * dt`
-      counts as diverging (an adaptive solver rejects the steps of a diverging state
-      until it runs out of `max_steps`), at the first recorded time it did not reach.
-      If `False`, nothing raises: the `Solution` is returned with `finite=False`.
-      Export with `throw=False` (`hamux_lagr.to_onnx`, `hamux_lagr.to_jax_export`):
-      an exported model cannot run the error's host callback.
+    - `throw`: if `True` (the default), a `result` other than `successful` and
+      `steps_completed` raises, with its message, through one `eqx.branched_error_if`
+      on the way out (an `equinox.EquinoxRuntimeError`, eagerly, under `jax.jit` and
+      under `jax.vmap` alike). If `False`, nothing raises and no host callback is
+      compiled at all: the `Solution` says what happened (`result`, `finite`,
+      `num_steps`). Export with `throw=False` (`hamux_lagr.to_onnx`,
+      `hamux_lagr.to_jax_export`, or a plain `jax.export`).
     - `stepsize_controller`: with `solver`, a diffrax step-size controller; by default
       `diffrax.PIDController(rtol=1e-4, atol=1e-6)` for adaptive solvers and constant
       steps of `dt` otherwise.
@@ -386,7 +388,8 @@ def descend(
     `steps * dt` (`energies`, shape `(steps + 1,)`; after an early stop with `tol` the
     last energy is repeated; `None` when `trace=False`), the steps taken
     (`num_steps`), the final `residual` $\max|\partial E/\partial g|$ over the free
-    neurons, `converged` (`residual < tol`; `False` without `tol`) and `finite`.
+    neurons and the `result` (`converged`: `residual < tol`, `False` without `tol`;
+    `finite`).
     """
     if not isinstance(ham, HAM):
         raise TypeError(

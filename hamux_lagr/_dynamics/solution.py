@@ -2,6 +2,7 @@ r"""The result of a descent or fixed-point solve: final states and how the solve
 
 import equinox as eqx
 import jax.numpy as jnp
+from equinox.internal import unvmap_any
 from jaxtyping import Array, Bool, Float, Int
 
 from .._custom_types import States
@@ -78,13 +79,28 @@ def is_finite(result: RESULTS) -> Bool[Array, "..."]:
 
 def raise_if_failed(entry: str, solution: "Solution") -> "Solution":
     """`throw=True`: one `eqx.branched_error_if` on the way out of a solve, with the
-    message of the outcome, prefixed by the entry the user called."""
+    message of the outcome, prefixed by the entry the user called.
+
+    Under `jax.vmap` the batch raises with the message of its first failing outcome
+    (in `RESULTS` order). Each outcome's presence is an `unvmap_any`, defined for an
+    empty batch too (a maximum over the batch is not), so the index passed on is
+    the same for the whole batch.
+    """
     result = solution.result
     messages = tuple(
         f"`{entry}`: {message}" if message else ""
         for message in RESULTS._index_to_message
     )
-    return eqx.branched_error_if(solution, ~is_okay(result), result._value, messages)
+    index = jnp.array(0, jnp.int32)
+    errors = [
+        item
+        for name, item in RESULTS._name_to_item.items()
+        if name not in ("successful", "steps_completed")
+    ]
+    for item in reversed(errors):
+        present = unvmap_any(result == item)
+        index = jnp.where(present, jnp.int32(item._value), index)
+    return eqx.branched_error_if(solution, index > 0, index, messages)
 
 
 class Solution(eqx.Module):
@@ -128,9 +144,9 @@ class Solution(eqx.Module):
     result: RESULTS
 
     @property
-    def converged(self) -> Bool[Array, ""]:
+    def converged(self) -> Bool[Array, "*batch"]:
         return jnp.asarray(self.result == RESULTS.successful)
 
     @property
-    def finite(self) -> Bool[Array, ""]:
+    def finite(self) -> Bool[Array, "*batch"]:
         return jnp.asarray(is_finite(self.result))

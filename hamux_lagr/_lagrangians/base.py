@@ -252,13 +252,15 @@ def checked_parameters(module: _Module, where: str) -> _Module:
         for path, _ in jax.tree_util.tree_leaves_with_path(params)
     )
     message = f"{names} must be finite (no NaN or inf) in `{where}`"
-    bad = ~all_finite(params)
     if not any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
         # Concrete (checked at construction, unless built around `__init__`, e.g.
-        # by `eqx.tree_at`): one boolean fetched from the device, no copy.
-        if bool(bad):
-            raise ValueError(f"{message}. {_NON_FINITE_HINT}")
+        # by `eqx.tree_at`): one boolean fetched from the device, no copy; at trace
+        # time under `jax.jit`.
+        with jax.ensure_compile_time_eval():
+            if not bool(all_finite(params)):
+                raise ValueError(f"{message}. {_NON_FINITE_HINT}")
         return module
+    bad = ~all_finite(params)
     params = eqx.error_if(
         params,
         bad,
