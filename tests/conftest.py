@@ -9,6 +9,9 @@ jax.config.update("jax_enable_x64", True)
 # Strict dtype promotion: mixing float32 and float64 (or int32 and int64) must be
 # explicit in the library, so that x64 mode never silently changes a dtype.
 jax.config.update("jax_numpy_dtype_promotion", "strict")
+# Rank promotion raises: a broadcast between arrays of different ranks must be
+# explicit in the library (as in Equinox's, Diffrax's and Optimistix's suites).
+jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
 @pytest.fixture

@@ -43,7 +43,6 @@ def run_without_hook(code: str, timeout: float = 300) -> str:
     return result.stdout
 
 
-
 def random_patterns(k: int, d: int, dtype=jnp.float64, seed: int = 0):
     """`k` standard-normal patterns of dimension `d`, as a JAX array of `dtype`."""
     return jnp.asarray(np.random.default_rng(seed).standard_normal((k, d)), dtype)

@@ -337,33 +337,17 @@ def test_non_finite_states_are_reported_with_the_step():
     ham = exploding_ham()
     x0 = {"a": np.ones(2)}
     with pytest.raises(
-        ValueError, match=r"non-finite state .* at step \d+.*throw=False"
+        eqx.EquinoxRuntimeError, match=r"`descend`: A state .*non-finite"
     ):
         hl.descend(ham, x0, steps=50, dt=0.1)
     sol = hl.descend(ham, x0, steps=50, dt=0.1, throw=False)  # returned, and marked
     assert not np.all(np.isfinite(sol.xs["a"]))
-    assert not sol.finite and not sol.converged and sol.num_steps == 50
-    with pytest.raises(Exception, match=r"non-finite state .* at step \d+"):
+    assert not sol.finite and not sol.converged
+    assert sol.result == hl.RESULTS.nonfinite and sol.num_steps == 3
+    with pytest.raises(Exception, match=r"non-finite"):
         jax.block_until_ready(
             jax.jit(lambda x: hl.descend(ham, x, steps=50, dt=0.1))(x0)
         )
-    # Without `throw`, no error callback is compiled (an identity layer and a linear
-    # synapse have no run-time parameter checks of their own).
-    linear = hl.HAM(
-        {"a": hl.NeuronLayer(hl.LIdentity(), (2,))},
-        {"W": hl.LinearSynapse(0.5 * np.ones((2, 2)))},
-        [(("a", "a"), "W")],
-    )
-    for tol in (None, 1e-3):
-        jaxprs = [
-            str(
-                jax.make_jaxpr(
-                    lambda x: hl.descend(linear, x, steps=5, dt=0.1, tol=tol, throw=t)
-                )(x0)
-            )
-            for t in (False, True)
-        ]
-        assert "callback" not in jaxprs[0] and "callback" in jaxprs[1]
 
 
 def test_missing_diffrax_is_a_clear_import_error(monkeypatch, rng):
@@ -378,27 +362,23 @@ def test_missing_diffrax_is_a_clear_import_error(monkeypatch, rng):
     [{}, {"tol": 1e-6}, {"solver": diffrax.Euler()}],
     ids=["euler", "euler-tol", "diffrax-euler"],
 )
-def test_a_non_finite_state_is_named_with_the_same_first_step_in_every_scheme(
-    options,
-):
+def test_a_non_finite_state_is_at_the_same_first_step_in_every_scheme(options):
     ham = exploding_ham()
-    with pytest.raises(
-        ValueError, match=r"non-finite state \(NaN or inf\) at step 3\b"
-    ):
+    with pytest.raises(eqx.EquinoxRuntimeError, match=r"non-finite"):
         hl.descend(ham, {"a": np.ones(2)}, steps=50, dt=0.1, **options)
     sol = hl.descend(ham, {"a": np.ones(2)}, steps=50, dt=0.1, throw=False, **options)
-    assert not sol.finite and not sol.converged
+    assert not sol.finite and not sol.converged and sol.num_steps == 3
 
 
-def test_an_adaptive_solver_that_cannot_go_on_is_reported_as_diverging():
-    # Tsit5 follows the blow-up with ever smaller steps until `max_steps`: that is
-    # reported as the divergence, at the first recorded time it did not reach.
+def test_an_adaptive_solver_that_cannot_go_on_is_reported_as_stopped():
+    # Tsit5 follows the blow-up with ever smaller steps until `max_steps`.
     ham = exploding_ham()
     for tol in (None, 1e-6):
         options = dict(steps=5, dt=0.1, solver=diffrax.Tsit5(), tol=tol, max_steps=256)
-        with pytest.raises(ValueError, match=r"non-finite state .* at step 1, or its"):
+        with pytest.raises(eqx.EquinoxRuntimeError, match=r"diffrax solver stopped"):
             hl.descend(ham, {"a": np.ones(2)}, **options)
         sol = hl.descend(ham, {"a": np.ones(2)}, throw=False, **options)
+        assert sol.result == hl.RESULTS.solver_stopped
         assert sol.num_steps == 256 and not sol.converged and not sol.finite
         assert np.all(np.isfinite(sol.xs["a"]))  # the solver kept finite states
 
@@ -415,32 +395,34 @@ def test_an_adaptive_solver_that_cannot_go_on_is_reported_as_diverging():
 def test_a_non_finite_initial_state_is_step_0(options):
     ham = random_model(hl.LTanh(), np.random.default_rng(0))
     x0 = {"a": np.zeros((3, 4)), "b": np.array([0.0, np.nan, 0.0, 0.0])}
-    with pytest.raises(ValueError, match=r"non-finite state .* at step 0\b"):
+    with pytest.raises(eqx.EquinoxRuntimeError, match=r"non-finite"):
         hl.descend(ham, x0, dt=0.1, max_steps=64, **options)
     sol = hl.descend(ham, x0, dt=0.1, max_steps=64, throw=False, **options)
     assert not sol.finite and not sol.converged and np.isnan(sol.residual)
+    assert sol.result == hl.RESULTS.nonfinite and sol.num_steps == 0
 
 
-def test_a_non_finite_state_under_jit_and_vmap_raises_at_run_time_with_the_step():
+def test_a_non_finite_state_under_jit_and_vmap_raises_at_run_time():
     ham = exploding_ham()
 
     def run(x):
         return hl.descend(ham, {"a": x}, steps=50, dt=0.1)
 
-    with pytest.raises(Exception, match=r"non-finite state .* at step 3\b"):
+    with pytest.raises(Exception, match=r"non-finite"):
         jax.block_until_ready(jax.jit(run)(jnp.ones(2)))
-    # A batch reports its earliest bad step; a finite batch raises nothing.
+    # A batch with a bad sample raises; a finite batch raises nothing.
     starts = jnp.stack([jnp.full(2, -5.0), jnp.full(2, 5.0), jnp.ones(2)])
-    with pytest.raises(Exception, match=r"non-finite state .* at step 2\b"):
+    with pytest.raises(Exception, match=r"non-finite"):
         jax.block_until_ready(jax.jit(jax.vmap(run))(starts))
     short = jax.vmap(lambda x: hl.descend(ham, {"a": x}, steps=5, dt=0.1))
     sol = jax.jit(short)(jnp.full((2, 2), -20.0))  # blows up at step 20 only
     assert np.all(np.isfinite(sol.xs["a"])) and np.all(sol.finite)
-    # Without `throw`, each sample is marked.
+    # Without `throw`, each sample is marked, with its own first bad step.
     marked = jax.jit(
         jax.vmap(lambda x: hl.descend(ham, {"a": x}, steps=50, dt=0.1, throw=False))
     )(starts)
     assert marked.finite.tolist() == [False, False, False]
+    assert marked.num_steps.tolist()[1] == 2 and marked.num_steps.tolist()[2] == 3
     marked = jax.jit(
         jax.vmap(lambda x: hl.descend(ham, {"a": x}, steps=2, dt=0.1, throw=False))
     )(starts)
@@ -463,6 +445,8 @@ def test_a_bad_dt_raises_eagerly_and_under_jit(rng):
     with pytest.raises(Exception, match=r"`dt` must be positive and finite"):
         jax.block_until_ready(run(-1.0))
     assert np.all(np.isfinite(run(0.1).energies))
+    quiet = jax.jit(lambda dt: hl.descend(ham, x0, steps=2, dt=dt, throw=False))
+    assert quiet(-1.0).result == hl.RESULTS.invalid_dt
 
 
 class CountingSynapse(hl.Synapse):

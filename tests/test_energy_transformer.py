@@ -90,16 +90,28 @@ def small_block(leak, seed=0):
 def test_without_leak_the_layer_energy_and_the_state_term_are_left_out():
     with_leak, without = small_block(True), small_block(False)
     x = {"t": jax.random.normal(jax.random.key(1), (5, 8))}
-    tree = without.energy_tree(x)
-    assert tree["neurons"]["t"] == 0
-    assert tree_allclose(without.energy(x), sum(tree["synapses"].values()))
-    leaky_tree = with_leak.energy_tree(x)
-    layer = with_leak.neurons["t"].energy(x["t"])
-    assert tree_allclose(leaky_tree["neurons"]["t"], layer)
-    assert tree_allclose(with_leak.energy(x), without.energy(x) + layer)
-    assert tree_allclose(with_leak.dEdg(x)["t"], without.dEdg(x)["t"] + x["t"])
-    e, d = without.energy_and_dEdg(x)
-    assert tree_allclose(e, without.energy(x)) and tree_allclose(d, without.dEdg(x))
+
+    @eqx.filter_jit  # one compilation for every quantity compared
+    def quantities(with_leak, without, x):
+        return {
+            "tree": without.energy_tree(x),
+            "energy": without.energy(x),
+            "leaky_tree": with_leak.energy_tree(x),
+            "layer": with_leak.neurons["t"].energy(x["t"]),
+            "leaky_energy": with_leak.energy(x),
+            "leaky_dEdg": with_leak.dEdg(x)["t"],
+            "dEdg": without.dEdg(x)["t"],
+            "both": without.energy_and_dEdg(x),
+        }
+
+    q = quantities(with_leak, without, x)
+    assert q["tree"]["neurons"]["t"] == 0
+    assert tree_allclose(q["energy"], sum(q["tree"]["synapses"].values()))
+    assert tree_allclose(q["leaky_tree"]["neurons"]["t"], q["layer"])
+    assert tree_allclose(q["leaky_energy"], q["energy"] + q["layer"])
+    assert tree_allclose(q["leaky_dEdg"], q["dEdg"] + x["t"])
+    e, d = q["both"]
+    assert tree_allclose(e, q["energy"]) and tree_allclose(d["t"], q["dEdg"])
 
 
 @pytest.mark.parametrize(
@@ -131,13 +143,18 @@ def test_the_vector_field_is_the_dynamics_and_diffrax_can_integrate_it():
     rows = np.zeros((5, 8), bool)
     rows[:2] = True
     clamp = {"t": rows}
-    field = ham.vector_field(0.0, x, clamp)
-    expected = jnp.where(rows, 0.0, -ham.dEdg(x)["t"] / ham.neurons["t"].tau)
+
+    @eqx.filter_jit
+    def fields(ham, x, clamp):
+        return ham.vector_field(0.0, x, clamp), ham.vector_field(None, x), ham.dEdg(x)
+
+    field, free, dEdg = fields(ham, x, clamp)
+    expected = jnp.where(rows, 0.0, -dEdg["t"] / ham.neurons["t"].tau)
     assert tree_allclose(field["t"], expected)
-    assert tree_allclose(ham.vector_field(None, x)["t"], -ham.dEdg(x)["t"])
+    assert tree_allclose(free["t"], -dEdg["t"])
     # A user's own diffeqsolve equals `descend(solver=...)`.
     term = diffrax.ODETerm(lambda t, y, args: ham.vector_field(t, y, args))
-    own = diffrax.diffeqsolve(
+    own = eqx.filter_jit(diffrax.diffeqsolve)(
         term,
         diffrax.Tsit5(),
         t0=0.0,

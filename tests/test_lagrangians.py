@@ -443,16 +443,6 @@ def test_python_numbers_become_inexact_arrays(make, field, value):
         assert leaf.dtype == jnp.asarray(1.0).dtype  # the default float dtype
 
 
-@pytest.mark.parametrize("name", MODULE_IDS)
-def test_repr_readable(name):
-    module = _MODULES[name].make()
-    text = repr(module)
-    assert type(module).__name__ in text
-    for p in _MODULES[name].params:
-        assert p in text
-    assert "object at 0x" not in text
-
-
 # ==================================================================================
 # gradients for the learnable parameters (HAMUX's tanh/sigmoid beta gradient was 0)
 # ==================================================================================
@@ -528,29 +518,6 @@ def test_tanh_and_sigmoid_beta_gradient_closed_form(beta):
 # ==================================================================================
 # jit, filter_jit, vmap, serialisation
 # ==================================================================================
-
-
-@pytest.mark.parametrize(
-    "name", ["LRepu-4", "LTanh-3", "LSoftmax-2-axis0", "LLayerNorm-vecdelta"]
-)
-def test_filter_jit_and_vmap(name):
-    case = _MODULES[name]
-    module = case.make()
-    xb = _x(seed=8, shape=(5, 3, 4))
-
-    @eqx.filter_jit
-    def batched(module, xb):
-        return jax.vmap(module)(xb), jax.vmap(module.activation)(xb)
-
-    values, acts = batched(module, xb)
-    assert values.shape == (5,) and acts.shape == (5, 3, 4)
-    for i in range(5):
-        np.testing.assert_allclose(
-            values[i], _evaluate(module, xb[i])["value"], rtol=1e-13
-        )
-        np.testing.assert_allclose(
-            acts[i], case.activation(np.asarray(xb[i])), rtol=1e-10, atol=1e-13
-        )
 
 
 def test_jit_retraces_only_on_static_change():

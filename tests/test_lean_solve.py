@@ -66,9 +66,7 @@ def _two_layer_model(dtype=jnp.float32):
 
 
 SOLVES = {
-    "descend": lambda ham, x, throw: hl.descend(
-        ham, x, steps=4, dt=0.1, throw=throw
-    ),
+    "descend": lambda ham, x, throw: hl.descend(ham, x, steps=4, dt=0.1, throw=throw),
     "descend_tol": lambda ham, x, throw: hl.descend(
         ham, x, steps=4, dt=0.1, tol=1e-3, throw=throw
     ),
@@ -195,9 +193,9 @@ def test_memory_of_a_solve_does_not_grow_with_steps(solver):
     xs = ham.init_states()
 
     def solve(steps):
-        return lambda xs: hl.descend(
-            ham, xs, steps=steps, dt=0.1, trace=False, solver=solver
-        ).xs
+        return lambda xs: (
+            hl.descend(ham, xs, steps=steps, dt=0.1, trace=False, solver=solver).xs
+        )
 
     small = _temp_bytes(solve(10), xs)
     huge = _temp_bytes(solve(10**9), xs)

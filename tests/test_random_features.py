@@ -177,7 +177,6 @@ def test_works_in_a_ham_with_descend(rng):
 
     sol, sol_dense = retrieve(queries)
     xs, xs_dense = sol.xs, sol_dense.xs
-    assert sol.energies is not None
     assert bool(jnp.all(jnp.diff(sol.energies, axis=1) <= 1e-9))
     # The approximate dynamics end near the exact ones (which end about 1.1 to 1.5
     # away from the queries).

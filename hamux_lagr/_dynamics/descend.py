@@ -116,54 +116,66 @@ def _first_bad(bad: Array, t: Array, xs: States) -> Array:
 def _euler(ham, xs, masks, rates, *, steps, trace, tol):
     """Fixed-step Euler on one sample: returns `(xs, energies | None, bad_step,
     num_steps, energy, dEdg)`, `energy` and `dEdg` at the final states, `bad_step` the
-    first step with a non-finite state (-1 if none). No buffer grows with `steps`
-    unless the energy trace is asked for."""
+    first step with a non-finite state (-1 if none).
+
+    One loop body evaluates the energy and its gradient at the current state, then
+    steps, unless the solve is over (`steps` taken, `tol` met, or a non-finite
+    state): the final state's energy and gradient come from the loop itself, so the
+    body is compiled once. No buffer grows with `steps` unless the energy trace is
+    asked for.
+    """
     int32 = jnp.int32
     if tol is None:
 
         def body(carry, _):
-            x, t, bad = carry
-            if trace:
-                energy, dEdg = ham._energy_and_dEdg(x)
-            else:
-                energy, dEdg = None, ham._dEdg_only(x)
-            x = euler_step(masks, rates, x, dEdg)
-            t = t + jnp.array(1, int32)
-            return (x, t, _first_bad(bad, t, x)), energy
+            x, t, bad, _, _ = carry
+            energy, dEdg = ham._energy_and_dEdg(x)
+            # A non-finite state makes a non-finite energy: one scalar to watch.
+            bad = jnp.where((bad < 0) & ~jnp.isfinite(energy), t, bad)
+            last = t >= steps
+            x = jax.tree.map(
+                lambda old, new: jnp.where(last, old, new),
+                x,
+                euler_step(masks, rates, x, dEdg),
+            )
+            t = jnp.where(last, t, t + jnp.array(1, int32))
+            return (x, t, bad, energy, dEdg), energy if trace else None
 
-        start = _first_bad(jnp.array(_NO_BAD, int32), jnp.array(0, int32), xs)
-        (final, _, bad), energies = lax.scan(
-            body, (xs, jnp.array(0, int32), start), None, length=steps
+        energy0 = jnp.zeros((), common_dtype(xs))
+        start = (xs, jnp.array(0, int32), jnp.array(_NO_BAD, int32), energy0, xs)
+        (final, _, bad, last, dEdg), energies = lax.scan(
+            body, start, None, length=steps + 1
         )
-        last, dEdg = ham._energy_and_dEdg(final)
-        if trace:
-            assert energies is not None
-            energies = jnp.concatenate([energies, last[None]])
+        # (Were a state non-finite with a finite energy, the end would tell.)
+        bad = jnp.where((bad < 0) & ~all_finite(final), jnp.array(steps, int32), bad)
         num_steps = jnp.where(bad < 0, jnp.array(steps, int32), bad)
         return final, energies, bad, num_steps, last, dEdg
     # Run to a fixed point: stop once max |dE/dg| < tol on the free neurons, after
     # `steps` steps, or at the first non-finite state (a non-finite gradient moves
     # the state to a non-finite value, so the divergence is reported, never hidden).
-    energy, dEdg = ham._energy_and_dEdg(xs)
-    buffer = jnp.zeros((steps + 1 if trace else 0,), energy.dtype)
-    if trace:
-        buffer = buffer.at[0].set(energy)
+    edtype = common_dtype(xs)
+    buffer = jnp.zeros((steps + 1 if trace else 0,), edtype)
 
     def cond(carry):
-        t, x, _, dEdg, _ = carry
-        return (t < steps) & ~(residual(masks, dEdg) < tol) & all_finite(x)
+        return ~carry[-1]
 
     def loop(carry):
-        t, x, _, dEdg, buffer = carry
-        x = euler_step(masks, rates, x, dEdg)
+        t, x, _, _, buffer, _ = carry
         energy, dEdg = ham._energy_and_dEdg(x)
-        t = t + jnp.array(1, int32)
         if trace:
-            buffer = buffer.at[t].set(energy)
-        return t, x, energy, dEdg, buffer
+            buffer = buffer.at[t].set(energy.astype(edtype))
+        stop = (t >= steps) | (residual(masks, dEdg) < tol) | ~all_finite(x)
+        x = jax.tree.map(
+            lambda old, new: jnp.where(stop, old, new),
+            x,
+            euler_step(masks, rates, x, dEdg),
+        )
+        t = jnp.where(stop, t, t + jnp.array(1, int32))
+        return t, x, energy, dEdg, buffer, stop
 
-    carry = (jnp.array(0, int32), xs, energy, dEdg, buffer)
-    t, final, last, dEdg, buffer = lax.while_loop(cond, loop, carry)
+    carry = (jnp.array(0, int32), xs, jnp.zeros((), edtype), xs, buffer, False)
+    carry = (*carry[:-1], jnp.array(False))
+    t, final, last, dEdg, buffer, _ = lax.while_loop(cond, loop, carry)
     bad = jnp.where(all_finite(final), jnp.int32(_NO_BAD), t)
     energies = None
     if trace:
@@ -223,6 +235,10 @@ def _ode(ham, xs, masks, dt, *, steps, trace, tol, solver, options):
     num_steps = jnp.asarray(solution.stats["num_steps"]).astype(jnp.int32)
     stopped = ~diffrax.is_okay(solution.result)
     bad = jnp.where(all_finite(final), jnp.int32(_NO_BAD), num_steps)
+    # A non-finite start is step 0 (the solver cannot tell it from a later one).
+    start_bad = ~all_finite(y0)
+    bad = jnp.where(start_bad, jnp.int32(0), bad)
+    num_steps = jnp.where(start_bad, jnp.int32(0), num_steps)
     final = {name: final[name].astype(dtypes[name]) for name in final}
     last, dEdg = ham._energy_and_dEdg(final)
     if not trace:
@@ -231,7 +247,7 @@ def _ode(ham, xs, masks, dt, *, steps, trace, tol, solver, options):
     edtype = common_dtype(dtypes)
     # Times after an early stop are not saved (diffrax fills them with inf): the
     # trace repeats the last energy.
-    reached = ts <= solution.ts[0][-1]
+    reached = ts < solution.ts[0][-1]
     energies = jnp.where(reached, solution.ys[1].astype(edtype), last.astype(edtype))
     return final, energies, bad, num_steps, stopped, last, dEdg
 
@@ -412,15 +428,25 @@ def descend(
         solver, stepsize_controller, max_steps
     )
     dt = _check_dt(dt)
-    return _descend(
-        ham,
-        states,
-        masks,
-        dt,
-        steps=steps,
-        trace=bool(trace),
-        tol=tol,
-        throw=bool(throw),
-        solver=solver,
-        options={"stepsize_controller": stepsize_controller, "max_steps": max_steps},
-    )
+    try:
+        return _descend(
+            ham,
+            states,
+            masks,
+            dt,
+            steps=steps,
+            trace=bool(trace),
+            tol=tol,
+            throw=bool(throw),
+            solver=solver,
+            options={
+                "stepsize_controller": stepsize_controller,
+                "max_steps": max_steps,
+            },
+        )
+    except (TypeError, ValueError) as e:
+        # A model that does not fit its states, raised while tracing: name the entry
+        # the user called (the layer and the synapse are named already).
+        if type(e) not in (TypeError, ValueError):
+            raise
+        raise type(e)(f"In `{_WHERE}`: {e}") from e
