@@ -13,8 +13,9 @@ from hamux_lagr._lagrangians.sparse import (
     bisection_steps,
     lagr_entmax,
     lagr_sparsemax,
+    LEntmax,
+    LSparsemax,
 )
-from hamux_lagr._lagrangians.sparse import LEntmax, LSparsemax
 
 
 # Entries with distinct values, away from the edges of the supports used below.
