@@ -10,7 +10,7 @@ dropped). `to_onnx` then rewrites what jax2onnx converts wrongly (`onnx_rules`).
 
 import linecache
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -20,7 +20,7 @@ import numpy as np
 from jax import lax
 from jaxtyping import ArrayLike
 
-from .jaxpr import Frame, HostCallbackError, Simplifier, simplify, subjaxprs
+from .jaxpr import Frame, HostCallbackError, Simplifier, simplify
 from .onnx_rules import ONNX_RULES
 
 
@@ -194,8 +194,12 @@ def to_onnx(
     parameters are settled then. Fixed-step `descend` becomes an ONNX `Loop` of
     `steps` iterations; a `tol`-stopped one, or `fixed_point`, a `Loop` with the same
     stop rule and the same bound (`steps`, `max_steps`). Energy traces and other
-    values nobody returns are dropped. The model computes in the dtype of the inputs
-    (float32, or float64 when an input is float64).
+    values nobody returns are dropped. An input that is also an output, or a value
+    returned twice, is copied (ONNX names each output once).
+
+    The inputs take JAX's dtypes, as under `jax.jit`: a float64 example (a NumPy
+    array, a Python float) gives a float32 input unless x64 is enabled
+    (`jax_enable_x64`). The model computes in those dtypes.
 
     Exports exactly (to float32 rounding: tested against JAX to a relative 1e-5 on
     random inputs) every Lagrangian and every synapse of `hamux_lagr`.
@@ -204,7 +208,9 @@ def to_onnx(
 
     - `fn`: a function of arrays returning an array or a pytree of arrays, traceable
       by JAX. Run-time checks on its inputs cannot be exported: call `descend` and
-      `fixed_point` with `throw=False`.
+      `fixed_point` with `throw=False`, and give them parameters (`dt`, ...) as
+      constants rather than as inputs of `fn` where they would be checked at run
+      time.
     - `example_args`: one example per input of `fn` (arrays, `jax.ShapeDtypeStruct`s
       or pytrees of them), giving the shapes and dtypes of the model's inputs.
     - `path`: if given, where to write the model (a `.onnx` file, self-contained).
@@ -217,12 +223,15 @@ def to_onnx(
 
     `ImportError` without the extra (`pip install hamux_lagr[export]`); `ValueError`
     for a run-time check on the inputs (a host callback, such as `descend`'s with
-    `throw=True`), or for an operation ONNX cannot express, naming it and where it
-    was made.
+    `throw=True`), naming the line that made it, or for an operation ONNX cannot
+    express, naming it and where it was made.
     """
     jax2onnx, onnx = _import_onnx_tools()
     simplifier = Simplifier(ONNX_RULES, _is_relevant)
     closed, specs, _, _ = _simplified(fn, example_args, simplifier, "to_onnx")
+    error = _unsupported(closed, simplifier.origins)
+    if error is not None:
+        raise error
     try:
         proto = jax2onnx.to_onnx(
             _distinct_outputs(closed),
@@ -233,38 +242,49 @@ def to_onnx(
             output_names=[f"output_{i}" for i in range(len(closed.out_avals))],
         )
     except NotImplementedError as e:
-        raise _conversion_error(closed, simplifier.origins, e) from e
+        left = "; ".join(
+            f"`{p}` ({_origin(w) or 'unknown'})"
+            for p, w in sorted(simplifier.origins.items())
+        )
+        raise ValueError(
+            f"`to_onnx`: jax2onnx could not convert `fn` ({e}). The operations left "
+            f"in it come from: {left}."
+        ) from e
     if path is not None:
         onnx.save(proto, os.fspath(path))
     return proto
 
 
-def _conversion_error(closed, origins: dict[str, list[Frame]], error) -> ValueError:
-    """What jax2onnx could not convert: the primitives it has no plugin for (its
-    registry is complete once it has converted, or tried to), and where each was
-    made."""
-    from jax2onnx.plugins.plugin_system import PLUGIN_REGISTRY
+def _unsupported(closed, origins: dict[str, list[Frame]]) -> ValueError | None:
+    """The primitives left in `closed` that jax2onnx has no conversion for, named
+    with where each was made (`None` if there are none)."""
+    from jax2onnx.plugins import plugin_system
 
-    found = {e.primitive.name for e in subjaxprs(closed.jaxpr)}
-    missing = sorted(found - set(PLUGIN_REGISTRY))
-    if missing:
-        pieces = ", ".join(
-            f"`{p}`" + (f" (made at {_origin(origins[p])})" if origins.get(p) else "")
-            for p in missing
-        )
-        return ValueError(
-            f"`to_onnx` cannot export {pieces}: jax2onnx has no ONNX conversion for "
-            "it. Express that part with other operations (for a Lagrangian, one of "
-            "the `hamux_lagr` Lagrangians, which all export), or export with "
-            "`to_jax_export` (StableHLO) instead."
-        )
-    left = "; ".join(
-        f"`{p}` ({_origin(w) or 'unknown'})" for p, w in sorted(origins.items())
+    plugin_system.import_all_plugins()  # what `jax2onnx.to_onnx` does first
+    found = {e.primitive.name for e in _subjaxprs(closed.jaxpr)}
+    missing = sorted(found - set(plugin_system.PLUGIN_REGISTRY))
+    if not missing:
+        return None
+    pieces = ", ".join(
+        f"`{p}`" + (f" (made at {_origin(origins[p])})" if origins.get(p) else "")
+        for p in missing
     )
     return ValueError(
-        f"`to_onnx`: jax2onnx could not convert `fn` ({error}). The operations left "
-        f"in it come from: {left}."
+        f"`to_onnx` cannot export {pieces}: jax2onnx has no ONNX conversion for it. "
+        "Express that part with other operations (for a Lagrangian, one of the "
+        "`hamux_lagr` Lagrangians, which all export), or export with "
+        "`to_jax_export` (StableHLO) instead."
     )
+
+
+def _subjaxprs(jaxpr) -> Iterator:
+    """Every equation of `jaxpr`, and of the jaxprs its equations hold."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (tuple, list)) else (param,):
+                if isinstance(sub, (jex.Jaxpr, jex.ClosedJaxpr)):
+                    yield from _subjaxprs(getattr(sub, "jaxpr", sub))
 
 
 def to_jax_export(
@@ -284,12 +304,14 @@ def to_jax_export(
     ```
 
     It is `jax.export.export(jax.jit(fn))(*example_args)` of the simplified function
-    that `to_onnx` exports too: the checks that `eqx.error_if` makes on the model's
-    parameters run under `descend`'s `jax.jit` as host callbacks, which `jax.export`
-    cannot serialise ("serialization of host_callbacks is not yet implemented");
-    here they are evaluated at export time, as the parameters are constants of the
-    exported function. The result is the forward pass (custom derivative rules are
-    not kept).
+    that `to_onnx` exports too: a check that `eqx.error_if` makes on a traced value
+    is a host callback, which `jax.export` cannot serialise ("serialization of host
+    callbacks is not yet implemented"); those on the model's parameters are
+    evaluated here at export time, as the parameters are constants of the exported
+    function. The result is the forward pass (custom derivative rules are not kept).
+    The inputs take JAX's dtypes, as under `jax.jit`; a `jax.ShapeDtypeStruct` with
+    a symbolic batch size (`jax.export.symbolic_shape("b, 64")`) exports a function
+    of any batch.
 
     **Arguments:**
 
@@ -299,7 +321,8 @@ def to_jax_export(
     - `example_args`: one example per input of `fn` (arrays, `jax.ShapeDtypeStruct`s
       or pytrees of them), giving the shapes and dtypes; `exported.call` takes
       inputs of the same structure.
-    - `path`: if given, where to write `exported.serialize()`.
+    - `path`: if given, where to write `exported.serialize()` (which needs the
+      `flatbuffers` package: `pip install hamux_lagr[export]` brings it).
 
     **Returns:**
 
@@ -308,7 +331,7 @@ def to_jax_export(
     **Raises:**
 
     `ValueError` for a run-time check on the inputs (a host callback, such as
-    `descend`'s with `throw=True`).
+    `descend`'s with `throw=True`), naming the line that made it.
     """
     simplifier = Simplifier(relevant=_is_relevant)
     closed, specs, in_tree, out_tree = _simplified(

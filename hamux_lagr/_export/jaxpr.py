@@ -1,23 +1,18 @@
 r"""A jaxpr simplification pass for export, independent of any exporter.
 
-A function's jaxpr is evaluated once, abstractly, after Equinox's finalisation
-(`equinox.internal.finalise_jaxpr`, which writes Equinox's own primitives,
-`unvmap_any`, `nonbatchable`, ..., as the JAX operations they stand for):
-
-- everything computed from constants alone (a model's arrays, and the checks made
-  on them) is computed now: a check on a constant holds, or raises, now, and leaves
-  no host callback behind;
-- calls (`jax.jit`, `jax.checkpoint`, custom derivative rules) are inlined: the
-  result is the forward pass;
-- loops (`lax.scan`, `lax.while_loop`) and `lax.cond` stay loops and conditionals,
-  their bodies simplified the same way; loop carries no output needs are dropped,
-  and so is all other dead code;
-- a host callback left on the inputs raises `HostCallbackError`;
-- an exporter's `rules` rewrite the primitives left in the graph.
+A function's jaxpr is evaluated once, abstractly. What depends on constants alone (a
+model's arrays, the checks made on them) is computed now: a check on a constant holds,
+or raises, now, and leaves no host callback behind. Calls (`jax.jit`, custom derivative
+rules) are inlined: the result is the forward pass. Loops and `lax.cond` stay loops and
+conditionals, simplified within; carries no output needs, and other dead code, are
+dropped. Equinox's own primitives (`unvmap_any`, `nonbatchable`, ...) become the JAX
+operations they stand for, by Equinox's finalisation (`equinox.internal.finalise_jaxpr`).
+A host callback left on the inputs raises `HostCallbackError`; an exporter's `rules`
+rewrite the primitives left in the graph.
 """
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import TypeAlias
 
 import equinox.internal as eqxi
@@ -46,6 +41,7 @@ _INLINED = {
     "custom_jvp_call": "call_jaxpr",
     "custom_vjp_call": "call_jaxpr",
 }
+_STRUCTURED = ("custom_linear_solve", "cond", "while", "scan")
 _CALLBACKS = ("pure_callback", "io_callback", "debug_callback")
 # A folded constant this large whose entries are all equal enters the exported graph
 # as a broadcast of its one value, not as stored data (`jnp.ones((K, D))`).
@@ -71,9 +67,14 @@ def _as_graph_value(x):
     return x
 
 
+def _static_shapes(eqn) -> bool:
+    """Whether `eqn`'s output shapes are known (not a symbolic `jax.export` size)."""
+    shapes = [getattr(v.aval, "shape", ()) for v in eqn.outvars]
+    return all(isinstance(d, (int, np.integer)) for shape in shapes for d in shape)
+
+
 def _frames(eqn) -> list[Frame]:
-    """The Python frames where `eqn` was made, innermost first, without this
-    folder's (the exporter's); empty if JAX kept no traceback."""
+    """The frames where `eqn` was made, innermost first, but this folder's."""
     try:
         frames = list(eqn.source_info.traceback.frames)
     except AttributeError:
@@ -214,17 +215,20 @@ class Simplifier:
         name = eqn.primitive.name
         # (A callback is never run here: in a branch of a traced `lax.cond`, it would
         # run whether or not the branch is taken.)
-        foldable = name not in _CALLBACKS and not eqn.effects
+        foldable = name not in _CALLBACKS and not eqn.effects and _static_shapes(eqn)
         if foldable and all(_is_concrete(x) for x in invals):
             if name not in ("while", "scan") or all(x is not None for x in invals):
                 # Folded: a value of the model alone is computed now (and a check on
                 # it raises now, if it fails).
                 with jax.ensure_compile_time_eval():
                     return bind(eqn, invals)
-        if name in _INLINED or name in ("custom_linear_solve", "cond", "while", "scan"):
+        structured = name in _INLINED or name in _STRUCTURED
+        if structured or eqn.primitive in eqxi.primitive_finalisations:
             self.context.append(eqn)
             try:
-                return self.structured(eqn, invals, used)
+                if structured:
+                    return self.structured(eqn, invals, used)
+                return self.finalised(eqn, invals, used)
             finally:
                 self.context.pop()
         if name in _CALLBACKS:
@@ -251,10 +255,16 @@ class Simplifier:
             return self.while_loop(eqn, invals, used)
         return self.scan(eqn, invals, used)
 
+    def finalised(self, eqn, invals: list, used: list[bool]) -> list:
+        """An Equinox primitive (`unvmap_any`, `nonbatchable`, ...) as the JAX
+        operations it stands for, by Equinox's own finalisation, simplified in turn."""
+        avals = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in eqn.invars]
+        one = jax.make_jaxpr(lambda *a: bind(eqn, a))(*avals)
+        return self.evaluate(eqxi.finalise_jaxpr(one), invals, used)
+
     def origin(self, eqn) -> list[Frame]:
         """The relevant frames where `eqn` was made (innermost first), or else those of
-        the innermost enclosing equation (a branch traced inside a library keeps only
-        the library's frames)."""
+        the innermost enclosing equation (a branch traced in a library has none)."""
         for e in [eqn, *reversed(self.context)]:
             frames = [f for f in _frames(e) if self.relevant(f[0])]
             if frames:
@@ -276,10 +286,8 @@ class Simplifier:
 
     def while_loop(self, eqn, invals: list, used: list[bool]) -> list:
         """`lax.while_loop` again, from the simplified condition and body, over the
-        needed carries only. Under `jax.vmap` the `while` primitive takes a batched
-        predicate (it loops while any sample goes on, holding each sample's carry once
-        its own predicate is false): written out here as `any` in the condition and a
-        `select` in the body, the form every exporter reads."""
+        needed carries. A batched predicate (of `jax.vmap`) is written out as `any` in
+        the condition and a `select` in the body, the form every exporter reads."""
         p = eqn.params
         nc, nb = p["cond_nconsts"], p["body_nconsts"]
         cond_consts, body_consts = invals[:nc], invals[nc : nc + nb]
@@ -391,16 +399,6 @@ def simplify(
     fn: Callable, specs: Sequence[jax.ShapeDtypeStruct], simplifier: Simplifier
 ) -> jex.ClosedJaxpr:
     """The jaxpr of `fn` (a function of the leaves `specs`, returning a list of
-    arrays), finalised by Equinox and simplified by `simplifier`."""
-    closed = eqxi.finalise_jaxpr(jax.make_jaxpr(fn)(*specs))
+    arrays), simplified by `simplifier`."""
+    closed = jax.make_jaxpr(fn)(*specs)
     return jax.make_jaxpr(lambda *a: simplifier.evaluate(closed, a))(*specs)
-
-
-def subjaxprs(jaxpr) -> Iterator:
-    """Every equation of `jaxpr`, and of the jaxprs its equations hold."""
-    for eqn in jaxpr.eqns:
-        yield eqn
-        for param in eqn.params.values():
-            for sub in param if isinstance(param, (tuple, list)) else (param,):
-                if isinstance(sub, (jex.Jaxpr, jex.ClosedJaxpr)):
-                    yield from subjaxprs(_open(sub))
