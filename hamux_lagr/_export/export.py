@@ -73,8 +73,8 @@ def _callback_message(target: str, error: HostCallbackError) -> str:
     )
     if any(os.path.basename(f[0]) == "_validation.py" for f in ours):
         return head + (
-            "It checks a parameter that `fn` passes as one of its inputs (a traced "
-            "value, such as `dt` above): make that parameter a constant of the "
+            "It checks a parameter that `fn` gives as one of its inputs (a traced "
+            "value; the line above names it): make that parameter a constant of the "
             "export, a Python number or an array `fn` closes over, which is checked "
             "at export time."
         )
