@@ -58,6 +58,7 @@ from .functional import (
     lagr_sigmoid as lagr_sigmoid,
     lagr_softmax as lagr_softmax,
     lagr_softmax_unstable as lagr_softmax_unstable,
+    lagr_sparsemax as lagr_sparsemax,
     lagr_spherical_norm as lagr_spherical_norm,
     lagr_tanh as lagr_tanh,
 )

@@ -110,7 +110,7 @@ def test_quick_run_prints_the_table_and_writes_the_figure(tmp_path):
 
 @needs_examples
 def test_full_run_meets_the_targets(tmp_path):
-    # The targets, with the best listed memory, on all 1797 digits and the
+    # What the demo shows, with the best listed memory, on all 1797 digits and the
     # default steps: class recall >= 93% for both corruptions, exact recall within 2
     # points of the nearest-neighbour ceiling for noise, >= 95% exact when half-masked.
     result = run_demo(
@@ -166,7 +166,7 @@ def test_bad_arguments_are_usage_errors(tmp_path):
 def test_bad_arguments_stop_before_any_work(
     args, message, tmp_path, monkeypatch, capsys
 ):
-    from hamux_lagr import demo
+    from hamux_lagr.demo import __main__ as cli
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a_file").write_text("")
@@ -174,9 +174,9 @@ def test_bad_arguments_stop_before_any_work(
     def no_work(**kwargs):
         raise AssertionError("the demo started working on bad arguments")
 
-    monkeypatch.setattr(demo, "run", no_work)
+    monkeypatch.setattr(cli, "run", no_work)
     with pytest.raises(SystemExit) as exit_info:
-        demo.main(args)
+        cli.main(args)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # nothing written
@@ -186,14 +186,14 @@ def test_bad_arguments_stop_before_any_work(
     os.name != "posix" or os.geteuid() == 0, reason="root writes anywhere"
 )
 def test_unwritable_output_directory_is_a_usage_error(tmp_path, capsys):
-    from hamux_lagr import demo
+    from hamux_lagr.demo import __main__ as cli
 
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)
     try:
         with pytest.raises(SystemExit) as exit_info:
-            demo.parse_args(["--output", str(locked / "demo.png")])
+            cli.parse_args(["--output", str(locked / "demo.png")])
     finally:
         locked.chmod(0o700)
     assert exit_info.value.code == 2
@@ -201,7 +201,7 @@ def test_unwritable_output_directory_is_a_usage_error(tmp_path, capsys):
 
 
 def test_output_names_the_file_actually_written(tmp_path, monkeypatch):
-    from hamux_lagr import demo
+    from hamux_lagr.demo import __main__ as cli
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "figures").mkdir()
@@ -213,10 +213,10 @@ def test_output_names_the_file_actually_written(tmp_path, monkeypatch):
         "result.PNG": tmp_path / "result.PNG",
     }
     for given, written in cases.items():
-        output = demo.parse_args(["--output", given]).output
+        output = cli.parse_args(["--output", given]).output
         assert output.resolve() == written, given
         assert not written.exists()  # checked for writing, not left behind
-    assert demo.parse_args([]).output == pathlib.Path("hamux_lagr_demo.png")
+    assert cli.parse_args([]).output == pathlib.Path("hamux_lagr_demo.png")
 
 
 @needs_examples
@@ -258,12 +258,12 @@ def test_figure_labels_the_energy_axes_and_the_read_step():
 
 
 def test_missing_extra_names_it(monkeypatch, tmp_path):
-    from hamux_lagr import demo
+    from hamux_lagr.demo import __main__ as cli
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setitem(sys.modules, "sklearn", None)  # `import sklearn` now fails
     with pytest.raises(SystemExit, match=r"\[examples\]"):
-        demo.main(["--quick"])
+        cli.main(["--quick"])
 
 
 @needs_examples

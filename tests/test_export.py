@@ -3,6 +3,7 @@ every Lagrangian and every synapse exports to a model that equals JAX on random
 inputs, loops keep their stop rule, and what cannot be exported says so."""
 
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +20,6 @@ if not os.environ.get("CI"):
     for _module in ("jax2onnx", "onnx", "onnxruntime"):
         pytest.importorskip(_module, reason="needs `pip install -e '.[export]'`")
 
-import jax2onnx.plugins.plugin_system  # noqa: E402
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
@@ -48,10 +48,6 @@ def relative_error(out, ref) -> float:
 def array(rng, *shape, scale=1.0):
     return jnp.asarray(scale * rng.standard_normal(shape), F32)
 
-
-# ----------------------------------------------------------------------------------
-# every piece in one HAM (one export), checked piece by piece
-# ----------------------------------------------------------------------------------
 
 LAGRANGIANS = {
     "LIdentity": lambda: hl.LIdentity(),
@@ -211,11 +207,6 @@ def test_every_piece_is_tested():
     assert synapses == {s.split("-")[0] for s in SYNAPSES}
 
 
-# ----------------------------------------------------------------------------------
-# loops: fixed steps, a `tol` stop, the fixed point
-# ----------------------------------------------------------------------------------
-
-
 @pytest.fixture(scope="module")
 def memory():
     rng = np.random.default_rng(0)
@@ -290,8 +281,6 @@ def test_model_is_written_and_unused_outputs_dropped(memory, tmp_path):
     assert [o.name for o in loaded.graph.output] == ["output_0"]
     assert loaded.SerializeToString() == model.SerializeToString()
     assert model.producer_name == "jax2onnx"
-    # jax2onnx is left as found: a later direct use of it loads all its plugins.
-    assert not jax2onnx.plugins.plugin_system._already_imported_plugins
     # The energy trace nobody returns is not computed.
     both = hl.to_onnx(jax.vmap(recall), queries)
     assert [o.name for o in both.graph.output] == ["output_0", "output_1"]
@@ -335,18 +324,12 @@ def test_values_nobody_returns_are_not_exported(memory):
     assert relative_error(out, batched(queries)) <= 1e-5
 
 
-# ----------------------------------------------------------------------------------
-# what cannot be exported
-# ----------------------------------------------------------------------------------
-
-
 def test_run_time_checks_on_the_inputs_are_refused(memory):
     ham, queries = memory
     recall = jax.vmap(lambda q: hl.descend(ham, {"v": q}, steps=2, dt=0.2).xs["v"])
     for export in (hl.to_onnx, hl.to_jax_export):
         with pytest.raises(ValueError, match="throw=False") as info:
             export(recall, queries)
-        print(info.value)
         assert "made at hamux_lagr" in str(info.value)
 
 
@@ -393,11 +376,6 @@ def test_messages_without_the_type_hook():
     assert "pip install hamux_lagr[export]" in out
 
 
-# ----------------------------------------------------------------------------------
-# StableHLO
-# ----------------------------------------------------------------------------------
-
-
 def test_jax_export_round_trip(memory, tmp_path):
     ham, queries = memory
     path = tmp_path / "recall.bin"
@@ -413,3 +391,98 @@ def test_jax_export_round_trip(memory, tmp_path):
     ref = batched(queries)
     assert tree_allclose(out, ref, rtol=1e-6, atol=1e-6)
     assert "stablehlo" in exported.mlir_module()
+
+
+def test_inputs_take_jax_default_dtypes():
+    # With x64 off (a user's default), a float64 NumPy example and a Python float give
+    # float32 inputs, as they do under `jax.jit`: the model runs in onnxruntime, and
+    # `to_jax_export` agrees.
+    out = run_without_hook(
+        """
+        import jax.numpy as jnp
+        import numpy as np
+        import onnxruntime as ort
+        import hamux_lagr as hl
+
+        patterns = np.linspace(-1.0, 1.0, 24).reshape(3, 8)
+        ham = hl.HAM(
+            neurons={"v": hl.NeuronLayer(hl.LIdentity(), (8,))},
+            synapses={"memory": hl.DenseMemory(jnp.asarray(patterns), hl.LSoftmax())},
+            connections=[(("v",), "memory")],
+        )
+
+        def recall(q, shift):
+            x = hl.descend(ham, {"v": q + shift}, steps=2, dt=0.2, throw=False).xs["v"]
+            return x
+
+        examples = (np.zeros(8, np.float64), 0.5)
+        model = hl.to_onnx(recall, *examples)
+        session = ort.InferenceSession(model.SerializeToString())
+        print([i.type for i in session.get_inputs()])
+        inputs = {"input_0": np.ones(8, np.float32), "input_1": np.asarray(0.5, np.float32)}
+        (got,) = session.run(None, inputs)
+        want = recall(jnp.ones(8), 0.5)
+        print(got.dtype, want.dtype, np.allclose(got, want, rtol=1e-5, atol=1e-6))
+        exported = hl.to_jax_export(recall, *examples)
+        print([a.dtype for a in exported.in_avals])
+        """
+    )
+    lines = out.strip().splitlines()
+    assert lines[-3] == "['tensor(float)', 'tensor(float)']"
+    assert lines[-2] == "float32 float32 True"
+    assert lines[-1] == "[dtype('float32'), dtype('float32')]"
+
+
+def test_a_parameter_given_as_an_input_is_named(memory):
+    # `dt` as a model input, with `throw=False`: either no check is left on it and
+    # the model runs, or the error names `dt` and does not blame `throw`.
+    ham, queries = memory
+
+    def recall(q, dt):
+        return hl.descend(ham, {"v": q}, steps=3, dt=dt, throw=False).xs["v"]
+
+    dt = jnp.asarray(0.2, F32)
+    for export in (hl.to_onnx, hl.to_jax_export):
+        try:
+            exported = export(recall, queries[0], dt)
+        except ValueError as e:
+            message = str(e)
+            assert re.search(r"`dt\b", message), message
+            assert "throw=True" not in message
+            continue
+        if export is hl.to_onnx:
+            (out,) = run_onnx(exported, queries[0], dt)
+        else:
+            out = exported.call(queries[0], dt)
+        assert relative_error(out, recall(queries[0], dt)) <= 1e-5
+
+
+@pytest.mark.parametrize("solve", ["descend", "fixed_point"])
+def test_jax_export_with_a_symbolic_batch(memory, solve):
+    ham, queries = memory
+
+    def recall(q):
+        if solve == "descend":
+            return hl.descend(ham, {"v": q}, steps=5, dt=0.5, throw=False).xs["v"]
+        return hl.fixed_point(ham, {"v": q}, tol=1e-5, throw=False).xs["v"]
+
+    batched = jax.vmap(recall)
+    spec = jax.ShapeDtypeStruct(jax.export.symbolic_shape("b, 8"), F32)
+    exported = hl.to_jax_export(batched, spec)
+    for batch in (queries, queries[:1]):
+        assert relative_error(exported.call(batch), batched(batch)) <= 1e-5
+
+
+def test_outputs_that_are_inputs_export(memory):
+    # An input returned as it is, and one value returned twice: each is an output of
+    # its own in the ONNX graph.
+    ham, queries = memory
+
+    def recall(q):
+        x = hl.descend(ham, {"v": q}, steps=2, dt=0.2, throw=False).xs["v"]
+        return q, x, x
+
+    batched = jax.vmap(recall)
+    outs = run_onnx(hl.to_onnx(batched, queries), queries)
+    for out, ref in zip(outs, batched(queries)):
+        assert relative_error(out, ref) <= 1e-5

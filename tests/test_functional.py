@@ -1,4 +1,4 @@
-"""Tests of the functional Lagrangians `hamux_lagr.lagr_*` (SPEC §1).
+"""Tests of the functional Lagrangians `hamux_lagr.lagr_*`.
 
 Every function is checked against float64 reference formulas written out below (value,
 activation, parameter derivatives), against central finite differences, at extreme and

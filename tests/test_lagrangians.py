@@ -1,5 +1,5 @@
 """Tests of the parameterized Lagrangians (Equinox modules) and the `Lagrangian` base
-class (SPEC §2)."""
+class."""
 
 import functools as ft
 import math
