@@ -69,7 +69,7 @@ def recall_fraction(sweep, K, D, *, flip_rate, num_queries, seed):
     """
     rng = np.random.default_rng(seed)
     num_sets = max(1, math.ceil(num_queries / K))
-    padded = 1 << (K - 1).bit_length()  # a power of two: few compilations
+    padded = max(64, 1 << (K - 1).bit_length())  # powers of two: few compilations
     flips = round(flip_rate * D)
     hits = total = 0
     for _ in range(num_sets):
