@@ -52,7 +52,9 @@ def check_against_memory(separation, memory_factory, key_seed=0, K=7, D=12):
     gap_memory = np.asarray(jax.vmap(memory)(down) - jax.vmap(memory)(up))
     rest = (xi @ sigma)[:, None] - xi * sigma[None, :]
     gap_rule = np.asarray(
-        jnp.sum(separation(jnp.asarray(rest + xi)) - separation(jnp.asarray(rest - xi)), 0)
+        jnp.sum(
+            separation(jnp.asarray(rest + xi)) - separation(jnp.asarray(rest - xi)), 0
+        )
     )
     scale = max(1.0, float(np.max(np.abs(gap_memory))))
     assert np.allclose(gap_memory / scale, gap_rule / scale, atol=1e-9), (

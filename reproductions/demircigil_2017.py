@@ -49,7 +49,7 @@ def main():
     start = time.perf_counter()
     # Multiples of 10: exactly 10% of the bits flipped.
     dims = (10, 20, 30) if args.quick else (10, 20, 30, 40)
-    num_queries = 40 if args.quick else 200
+    num_queries = 40 if args.quick else 100
     k_max = 2**15 if args.quick else 2**19
 
     separation = hl.lagr_exp  # F(x) = exp(x): beta = 1
@@ -67,7 +67,10 @@ def main():
         )
         rows.append(dict(D=D, measured=measured, flips=round(FLIP_RATE * D)))
         curves[D] = seen
-        print(f"D={D:3d} ({round(FLIP_RATE * D)} flips)  K_90 = {measured:.0f}", flush=True)
+        print(
+            f"D={D:3d} ({round(FLIP_RATE * D)} flips)  K_90 = {measured:.0f}",
+            flush=True,
+        )
 
     alpha_theorem = rate_function(1 - 2 * FLIP_RATE) / 2
     alpha_typical = rate_function(1 - 2 * FLIP_RATE)
@@ -86,17 +89,30 @@ def main():
         "Exponential rate alpha in K = e^(alpha D)",
         ["quantity", "paper", "ours"],
         [
-            ["alpha (all patterns, Thm 3: I(1-2rho)/2)", alpha_theorem,
-             float(alpha_measured)],
-            ["alpha (typical pattern, I(1-2rho))", alpha_typical, float(alpha_measured)],
+            [
+                "alpha (all patterns, Thm 3: I(1-2rho)/2)",
+                alpha_theorem,
+                float(alpha_measured),
+            ],
+            [
+                "alpha (typical pattern, I(1-2rho))",
+                alpha_typical,
+                float(alpha_measured),
+            ],
         ],
     )
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
     for i, D in enumerate(dims):
         seen = curves[D]
-        a1.semilogx([k for k, _ in seen], [f for _, f in seen], "-o", ms=3,
-                    color=plt.cm.viridis(i / max(1, len(dims) - 1)), label=f"D={D}")
+        a1.semilogx(
+            [k for k, _ in seen],
+            [f for _, f in seen],
+            "-o",
+            ms=3,
+            color=plt.cm.viridis(i / max(1, len(dims) - 1)),
+            label=f"D={D}",
+        )
     a1.axhline(THRESHOLD, color="k", lw=0.8, ls=":")
     a1.set_xlabel("stored patterns K")
     a1.set_ylabel("fraction retrieved exactly")
@@ -104,12 +120,24 @@ def main():
     a1.set_title("one sweep from 10% flipped bits", fontsize=10)
     grid = np.linspace(D_arr.min(), D_arr.max(), 50)
     a2.semilogy(D_arr, K_arr, "o", label="ours, $K_{90}$")
-    a2.semilogy(grid, np.exp(alpha_measured * grid + intercept), "C0-",
-                label=f"fit, rate {alpha_measured:.3f}")
-    a2.semilogy(grid, np.exp(alpha_theorem * grid), "k--",
-                label=f"Thm 3, all patterns: rate {alpha_theorem:.3f}")
-    a2.semilogy(grid, np.exp(alpha_typical * grid), "k:",
-                label=f"typical pattern: rate {alpha_typical:.3f}")
+    a2.semilogy(
+        grid,
+        np.exp(alpha_measured * grid + intercept),
+        "C0-",
+        label=f"fit, rate {alpha_measured:.3f}",
+    )
+    a2.semilogy(
+        grid,
+        np.exp(alpha_theorem * grid),
+        "k--",
+        label=f"Thm 3, all patterns: rate {alpha_theorem:.3f}",
+    )
+    a2.semilogy(
+        grid,
+        np.exp(alpha_typical * grid),
+        "k:",
+        label=f"typical pattern: rate {alpha_typical:.3f}",
+    )
     a2.set_xlabel("dimension D")
     a2.set_ylabel("capacity K")
     a2.legend(fontsize=7)

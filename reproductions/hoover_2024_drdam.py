@@ -111,8 +111,12 @@ def main():
         queries = noisy(rng, xi[:Q], 0.1)
         for beta in betas:
             for i, F in enumerate(features):
-                e, r = errors(xi, queries, beta, F, seed=i, with_retrieval=F in retrieval_features)
-                rows.append(dict(D=D, K=K, beta=beta, F=F, energy_error=e, retrieval_error=r))
+                e, r = errors(
+                    xi, queries, beta, F, seed=i, with_retrieval=F in retrieval_features
+                )
+                rows.append(
+                    dict(D=D, K=K, beta=beta, F=F, energy_error=e, retrieval_error=r)
+                )
             print(f"D={D} beta={beta:g} done", flush=True)
 
     summary = []
@@ -121,7 +125,11 @@ def main():
             sub = [r for r in rows if r["D"] == D and r["beta"] == beta]
             Fs = np.array([r["F"] for r in sub])
             E = np.array([r["energy_error"] for r in sub])
-            R = [(r["F"], r["retrieval_error"]) for r in sub if r["retrieval_error"] is not None]
+            R = [
+                (r["F"], r["retrieval_error"])
+                for r in sub
+                if r["retrieval_error"] is not None
+            ]
             summary.append(
                 dict(
                     D=D,
@@ -139,12 +147,31 @@ def main():
     _common.print_table(
         f"Energy and retrieval error of RandomFeatureMemory against DenseMemory "
         f"(K = {K}, {Q} queries, 10% flipped)",
-        ["D", "beta", f"energy err, F={F0}", f"energy err, F={F1}",
-         "ours: log-log slope", "paper: slope", f"retrieval err, F={R0}",
-         f"retrieval err, F={R1}", "ours: slope"],
-        [[s["D"], s["beta"], s["energy_error_first"], s["energy_error_last"],
-          s["energy_slope"], -0.5, s["retrieval_error_first"],
-          s["retrieval_error_last"], s["retrieval_slope"]] for s in summary],
+        [
+            "D",
+            "beta",
+            f"energy err, F={F0}",
+            f"energy err, F={F1}",
+            "ours: log-log slope",
+            "paper: slope",
+            f"retrieval err, F={R0}",
+            f"retrieval err, F={R1}",
+            "ours: slope",
+        ],
+        [
+            [
+                s["D"],
+                s["beta"],
+                s["energy_error_first"],
+                s["energy_error_last"],
+                s["energy_slope"],
+                -0.5,
+                s["retrieval_error_first"],
+                s["retrieval_error_last"],
+                s["retrieval_slope"],
+            ]
+            for s in summary
+        ],
     )
 
     # Against the number of memories K (D = 30, F = 4096).
@@ -168,22 +195,40 @@ def main():
         for i, beta in enumerate(betas):
             sub = [r for r in rows if r["D"] == D and r["beta"] == beta]
             color = plt.cm.plasma(i / max(1, len(betas) - 1) * 0.85)
-            axes[0].loglog([r["F"] for r in sub], [r["energy_error"] for r in sub],
-                           style, marker="o", ms=3, color=color,
-                           label=rf"$\beta$={beta:g}, D={D}")
+            axes[0].loglog(
+                [r["F"] for r in sub],
+                [r["energy_error"] for r in sub],
+                style,
+                marker="o",
+                ms=3,
+                color=color,
+                label=rf"$\beta$={beta:g}, D={D}",
+            )
             rr = [r for r in sub if r["retrieval_error"] is not None]
-            axes[1].loglog([r["F"] for r in rr], [r["retrieval_error"] for r in rr],
-                           style, marker="s", ms=3, color=color)
+            axes[1].loglog(
+                [r["F"] for r in rr],
+                [r["retrieval_error"] for r in rr],
+                style,
+                marker="s",
+                ms=3,
+                color=color,
+            )
     ref = np.array(features, float)
     first = [r for r in rows if r["beta"] == betas[0] and r["D"] == dims[0]][0]
-    axes[0].loglog(ref, first["energy_error"] * np.sqrt(ref[0] / ref), "k:",
-                   label=r"$\propto 1/\sqrt{F}$")
+    axes[0].loglog(
+        ref,
+        first["energy_error"] * np.sqrt(ref[0] / ref),
+        "k:",
+        label=r"$\propto 1/\sqrt{F}$",
+    )
     axes[0].set_xlabel("random features F")
     axes[0].set_ylabel(r"mean $|\hat E - E|$")
     axes[0].legend(fontsize=6, ncol=2)
     axes[1].set_xlabel("random features F")
     axes[1].set_ylabel(f"mean state error after {STEPS} steps")
-    fig.suptitle("Hoover et al. (2024), DrDAM: random-feature memory vs exact", fontsize=11)
+    fig.suptitle(
+        "Hoover et al. (2024), DrDAM: random-feature memory vs exact", fontsize=11
+    )
     fig.tight_layout()
 
     _common.finish(

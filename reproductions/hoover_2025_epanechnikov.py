@@ -73,12 +73,11 @@ def count_minima(xi, beta, starts, rng):
     fixed = np.linalg.norm(again - ends, axis=1) < 1e-10
     d2 = ((ends[:, None, :] - xi[None]) ** 2).sum(-1)
     covered = (d2 < 2.0 / beta).any(axis=1)
-    candidates = ends[fixed & covered]
-    distinct = []
-    for c in candidates:  # merge ends that coincide
-        if all(np.max(np.abs(c - m)) > 1e-7 for m in distinct):
-            distinct.append(c)
-    distinct = np.array(distinct).reshape(-1, xi.shape[1])
+    # A fixed point is the mean of the patterns whose kernels cover it, so the set
+    # of covering patterns names it: merge the ends that share one.
+    keep = fixed & covered
+    _, first = np.unique(d2[keep] < 2.0 / beta, axis=0, return_index=True)
+    distinct = ends[keep][np.sort(first)]
     u = rng.standard_normal((16, xi.shape[1]))
     u = 1e-4 * u / np.linalg.norm(u, axis=1, keepdims=True)
     energy, grad, edge, around = (
@@ -86,12 +85,16 @@ def count_minima(xi, beta, starts, rng):
     )
     minimum = (grad < 1e-8) & (edge > 1e-8) & np.all(around > energy[:, None], axis=1)
     minima = distinct[minimum]
-    stored = np.array([np.min(np.abs(minima - x).max(axis=1), initial=np.inf) < 1e-9 for x in xi])
+    stored = np.array(
+        [np.min(np.abs(minima - x).max(axis=1), initial=np.inf) < 1e-9 for x in xi]
+    )
     # Each stored pattern checked directly too: zero gradient and energy rising around it.
     e_x, g_x, edge_x, around_x = (
         np.asarray(a) for a in probe(memory, jnp.asarray(xi), jnp.asarray(u))
     )
-    stored_direct = (g_x < 1e-8) & (edge_x > 1e-8) & np.all(around_x > e_x[:, None], axis=1)
+    stored_direct = (
+        (g_x < 1e-8) & (edge_x > 1e-8) & np.all(around_x > e_x[:, None], axis=1)
+    )
     assert np.array_equal(stored, stored_direct), "mean shift missed a stored minimum"
     return dict(
         beta=float(beta),
@@ -114,8 +117,13 @@ def main():
     else:
         betas = np.geomspace(0.05, 20.0, 31)
         num_subsets, num_random = 4000, 500
-    midpoints = np.array([(xi[a] + xi[b]) / 2 for a, b in itertools.combinations(range(M), 2)])
-    subsets = [rng.choice(M, size=rng.integers(3, M + 1), replace=False) for _ in range(num_subsets)]
+    midpoints = np.array(
+        [(xi[a] + xi[b]) / 2 for a, b in itertools.combinations(range(M), 2)]
+    )
+    subsets = [
+        rng.choice(M, size=rng.integers(3, M + 1), replace=False)
+        for _ in range(num_subsets)
+    ]
     centroids = np.array([xi[s].mean(axis=0) for s in subsets])
     starts = np.concatenate([xi, midpoints, centroids, rng.random((num_random, d))])
 
@@ -124,32 +132,54 @@ def main():
         f"Local minima of the LSR energy, {M} memories uniform in [0, 1]^{d} "
         f"({len(starts)} mean-shift starts)",
         ["beta", "stored patterns that are minima", "emergent minima", "all minima"],
-        [[r["beta"], f'{r["stored_minima"]}/{M}', r["emergent_minima"], r["minima"]]
-         for r in rows],
+        [
+            [r["beta"], f"{r['stored_minima']}/{M}", r["emergent_minima"], r["minima"]]
+            for r in rows
+        ],
     )
     both = [r for r in rows if r["stored_minima"] == M and r["emergent_minima"] > 0]
-    window = (min(r["beta"] for r in both), max(r["beta"] for r in both)) if both else None
+    window = (
+        (min(r["beta"] for r in both), max(r["beta"] for r in both)) if both else None
+    )
     _common.print_table(
         "Claims of the paper against ours",
         ["claim", "paper", "ours"],
         [
-            ["large beta: the stored patterns are the only minima", "yes",
-             f'{rows[-1]["stored_minima"]}/{M} stored, {rows[-1]["emergent_minima"]} emergent '
-             f'at beta = {rows[-1]["beta"]:.3g}'],
-            ["some beta: every pattern a minimum and emergent minima", "yes",
-             "no such beta" if window is None else
-             f"beta in [{window[0]:.3g}, {window[1]:.3g}], up to "
-             f'{max(r["emergent_minima"] for r in both)} emergent'],
-            ["small beta: kernels merge, patterns stop being minima", "yes",
-             f'{rows[0]["stored_minima"]}/{M} stored, {rows[0]["minima"]} minima at '
-             f'beta = {rows[0]["beta"]:.3g}'],
+            [
+                "large beta: the stored patterns are the only minima",
+                "yes",
+                f"{rows[-1]['stored_minima']}/{M} stored, {rows[-1]['emergent_minima']} emergent "
+                f"at beta = {rows[-1]['beta']:.3g}",
+            ],
+            [
+                "some beta: every pattern a minimum and emergent minima",
+                "yes",
+                "no such beta"
+                if window is None
+                else f"beta in [{window[0]:.3g}, {window[1]:.3g}], up to "
+                f"{max(r['emergent_minima'] for r in both)} emergent",
+            ],
+            [
+                "small beta: kernels merge, patterns stop being minima",
+                "yes",
+                f"{rows[0]['stored_minima']}/{M} stored, {rows[0]['minima']} minima at "
+                f"beta = {rows[0]['beta']:.3g}",
+            ],
         ],
     )
 
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     bb = [r["beta"] for r in rows]
-    ax.semilogx(bb, [r["stored_minima"] for r in rows], "o-", ms=3, label="stored patterns that are minima")
-    ax.semilogx(bb, [r["emergent_minima"] for r in rows], "s-", ms=3, label="emergent minima")
+    ax.semilogx(
+        bb,
+        [r["stored_minima"] for r in rows],
+        "o-",
+        ms=3,
+        label="stored patterns that are minima",
+    )
+    ax.semilogx(
+        bb, [r["emergent_minima"] for r in rows], "s-", ms=3, label="emergent minima"
+    )
     ax.axhline(M, color="k", lw=0.8, ls=":")
     if window is not None:
         ax.axvspan(*window, color="C2", alpha=0.15, label="all stored + emergent")
@@ -157,15 +187,22 @@ def main():
     ax.set_ylabel("number of local minima")
     ax.set_yscale("symlog", linthresh=10)
     ax.legend(fontsize=7)
-    ax.set_title(f"Hoover et al. (2025): LSR energy, {M} memories in {d} dimensions", fontsize=10)
+    ax.set_title(
+        f"Hoover et al. (2025): LSR energy, {M} memories in {d} dimensions", fontsize=10
+    )
     fig.tight_layout()
 
     _common.finish(
         args,
         "hoover_2025_epanechnikov",
         fig,
-        dict(paper="Hoover et al. (2025)", M=M, d=d, rows=rows,
-             window=None if window is None else list(window)),
+        dict(
+            paper="Hoover et al. (2025)",
+            M=M,
+            d=d,
+            rows=rows,
+            window=None if window is None else list(window),
+        ),
         start,
     )
 

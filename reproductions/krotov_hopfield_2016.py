@@ -101,8 +101,14 @@ def main():
                 )
 
     table = [
-        [r["D"], r["n"], r["test"], r["predicted"], r["measured"],
-         r["measured"] / r["predicted"]]
+        [
+            r["D"],
+            r["n"],
+            r["test"],
+            r["predicted"],
+            r["measured"],
+            r["measured"] / r["predicted"],
+        ]
         for r in rows
     ]
     _common.print_table(
@@ -115,8 +121,14 @@ def main():
     lo, hi = dims
     for n in degrees:
         for kind in ("fixed point", "10% flips"):
-            k = {r["D"]: r["measured"] for r in rows if r["n"] == n and r["test"] == kind}
-            p = {r["D"]: r["predicted"] for r in rows if r["n"] == n and r["test"] == kind}
+            k = {
+                r["D"]: r["measured"] for r in rows if r["n"] == n and r["test"] == kind
+            }
+            p = {
+                r["D"]: r["predicted"]
+                for r in rows
+                if r["n"] == n and r["test"] == kind
+            }
             growth.append(
                 dict(
                     n=n,
@@ -130,8 +142,13 @@ def main():
         f"Growth exponent log(K(D={hi}) / K(D={lo})) / log({hi}/{lo})",
         ["n", "start", "paper: n - 1", "paper's analysis at finite D", "ours"],
         [
-            [g["n"], g["test"], g["paper_exponent"], g["predicted_exponent"],
-             g["measured_exponent"]]
+            [
+                g["n"],
+                g["test"],
+                g["paper_exponent"],
+                g["predicted_exponent"],
+                g["measured_exponent"],
+            ]
             for g in growth
         ],
     )
@@ -142,15 +159,22 @@ def main():
             for D, style in zip(dims, ("--", "-")):
                 seen = curves[f"D={D}, n={n}, {kind}"]
                 ax.semilogx(
-                    [k for k, _ in seen], [f for _, f in seen], style,
-                    marker="o", ms=3, color=f"C{i}", label=f"n={n}, D={D}",
+                    [k for k, _ in seen],
+                    [f for _, f in seen],
+                    style,
+                    marker="o",
+                    ms=3,
+                    color=f"C{i}",
+                    label=f"n={n}, D={D}",
                 )
         ax.axhline(THRESHOLD, color="k", lw=0.8, ls=":")
         ax.set_xlabel("stored patterns K")
         ax.set_title(f"one sweep from the pattern ({kind})", fontsize=10)
     axes[0].set_ylabel("fraction of patterns recalled exactly")
     axes[1].legend(fontsize=7, ncol=2)
-    fig.suptitle("Krotov & Hopfield (2016): capacity grows with the degree n", fontsize=11)
+    fig.suptitle(
+        "Krotov & Hopfield (2016): capacity grows with the degree n", fontsize=11
+    )
     fig.tight_layout()
 
     _common.finish(

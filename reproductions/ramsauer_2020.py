@@ -126,7 +126,9 @@ def fixed_point_types(rng, betas, num, dim, steps):
     for beta in betas:
         ham = hopfield(X, beta)
         fixed = np.asarray(update(ham, jnp.asarray(X), steps))
-        residual = np.linalg.norm(np.asarray(update(ham, jnp.asarray(fixed), 1)) - fixed, axis=1)
+        residual = np.linalg.norm(
+            np.asarray(update(ham, jnp.asarray(fixed), 1)) - fixed, axis=1
+        )
         p = np.asarray(weights(ham, jnp.asarray(fixed)))
         participation = 1.0 / np.sum(p**2, axis=1)  # how many patterns it averages
         single = participation < 1.5
@@ -168,18 +170,33 @@ def main():
     _common.print_table(
         f"(A) One update from a query 0.05 from a pattern (N = {num_a}, d = 64, "
         "unit patterns)",
-        ["beta", "paper: bound (median)", "ours: error median", "ours: error max",
-         "error <= bound", "queries in the theorem's range"],
-        [[r["beta"], "n/a" if r["bound_median"] is None else r["bound_median"],
-          r["error_median"], r["error_max"],
-          "n/a" if r["below_bound"] is None else r["below_bound"], r["separated"]]
-         for r in rows_a],
+        [
+            "beta",
+            "paper: bound (median)",
+            "ours: error median",
+            "ours: error max",
+            "error <= bound",
+            "queries in the theorem's range",
+        ],
+        [
+            [
+                r["beta"],
+                "n/a" if r["bound_median"] is None else r["bound_median"],
+                r["error_median"],
+                r["error_max"],
+                "n/a" if r["below_bound"] is None else r["below_bound"],
+                r["separated"],
+            ]
+            for r in rows_a
+        ],
     )
     betas = np.array([r["beta"] for r in rows_a])
     med = np.array([r["error_median"] for r in rows_a])
     covered = np.array([r["separated"] == 1.0 for r in rows_a])
     rate = -np.polyfit(betas[covered], np.log(med[covered]), 1)[0]
-    bound_rate = float(np.median([r["exponent_median"] for r in np.array(rows_a)[covered]]))
+    bound_rate = float(
+        np.median([r["exponent_median"] for r in np.array(rows_a)[covered]])
+    )
     print(
         f"\nexponential rate of the median error in beta: ours {rate:.3f}; "
         f"the bound's rate Delta - 2 max(...) M: {bound_rate:.3f}"
@@ -187,18 +204,36 @@ def main():
     _common.print_table(
         f"(B) Fixed points reached from each of N = {num_b} random unit patterns "
         "(d = 16), by type",
-        ["beta", "single pattern", "metastable", "global average", "distinct fixed points"],
-        [[r["beta"], r["single"], r["metastable"], r["global_average"], r["distinct"]]
-         for r in rows_b],
+        [
+            "beta",
+            "single pattern",
+            "metastable",
+            "global average",
+            "distinct fixed points",
+        ],
+        [
+            [
+                r["beta"],
+                r["single"],
+                r["metastable"],
+                r["global_average"],
+                r["distinct"],
+            ]
+            for r in rows_b
+        ],
     )
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    a1.semilogy(betas, [np.nan if r["bound_median"] is None else r["bound_median"]
-                        for r in rows_a], "k--",
-                label="Theorem bound (median)")
+    a1.semilogy(
+        betas,
+        [np.nan if r["bound_median"] is None else r["bound_median"] for r in rows_a],
+        "k--",
+        label="Theorem bound (median)",
+    )
     a1.semilogy(betas, med, "o-", ms=3, label="ours: error, median")
-    a1.semilogy(betas, [r["error_max"] for r in rows_a], "s-", ms=3,
-                label="ours: error, max")
+    a1.semilogy(
+        betas, [r["error_max"] for r in rows_a], "s-", ms=3, label="ours: error, max"
+    )
     a1.set_xlabel(r"inverse temperature $\beta$")
     a1.set_ylabel(r"$\|f(\xi) - x_i\|$ after one update")
     a1.legend(fontsize=7)

@@ -32,8 +32,15 @@ def _run(name: str, out: pathlib.Path) -> dict:
     )
     path = out / f"{name}.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "reproductions" / f"{name}.py"), "--quick",
-         "--out", str(out), "--json", str(path)],
+        [
+            sys.executable,
+            str(ROOT / "reproductions" / f"{name}.py"),
+            "--quick",
+            "--out",
+            str(out),
+            "--json",
+            str(path),
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -62,14 +69,21 @@ def check_krotov_hopfield(r):
     cap = r["capacity"]
     for D in {c["D"] for c in cap}:
         for test in ("fixed point", "10% flips"):
-            by_n = sorted((c["n"], c["measured"]) for c in cap if c["D"] == D and c["test"] == test)
+            by_n = sorted(
+                (c["n"], c["measured"])
+                for c in cap
+                if c["D"] == D and c["test"] == test
+            )
             ks = [k for _, k in by_n]
             assert all(a < b for a, b in zip(ks, ks[1:])), f"D={D} {test}: {by_n}"
     for c in cap:  # the paper's signal-to-noise analysis, within a factor 2
         assert 0.5 < c["measured"] / c["predicted"] < 2.0, c
     for test in ("fixed point", "10% flips"):
-        ex = [g["measured_exponent"] for g in sorted(r["growth"], key=lambda g: g["n"])
-              if g["test"] == test]
+        ex = [
+            g["measured_exponent"]
+            for g in sorted(r["growth"], key=lambda g: g["n"])
+            if g["test"] == test
+        ]
         assert all(a < b for a, b in zip(ex, ex[1:])), f"growth exponents {ex}"
 
 
@@ -80,8 +94,12 @@ def check_demircigil(r):
     # ours asks for 90% of them).
     assert r["alpha_measured"] >= r["alpha_theorem"], r["alpha_measured"]
     logs = np.log(ks)
-    assert np.all(np.diff(logs) > 0.5 * r["alpha_theorem"] * np.diff(
-        [c["D"] for c in sorted(r["capacity"], key=lambda c: c["D"])])), ks
+    assert np.all(
+        np.diff(logs)
+        > 0.5
+        * r["alpha_theorem"]
+        * np.diff([c["D"] for c in sorted(r["capacity"], key=lambda c: c["D"])])
+    ), ks
 
 
 def check_ramsauer(r):
@@ -103,17 +121,23 @@ def check_santos(r):
     rows = r["rows"]
     for row in rows:
         assert row["agreement"] == 1.0, row  # exact iff within the margin
-    assert all(row["exact"] == 0.0 for row in rows if row["transformation"] == "softmax")
+    assert all(
+        row["exact"] == 0.0 for row in rows if row["transformation"] == "softmax"
+    )
     assert any(row["exact"] >= 0.9 for row in rows), "nothing retrieved exactly"
     for beta in {row["beta"] for row in rows}:
         ent = sorted(
-            (row["alpha"], row["exact"]) for row in rows
+            (row["alpha"], row["exact"])
+            for row in rows
             if row["beta"] == beta and row["transformation"] != "normmax"
         )
         fr = [e for _, e in ent]
         assert all(a <= b for a, b in zip(fr, fr[1:])), f"beta={beta}: {ent}"
-        sparse = [row["exact"] for row in rows if row["beta"] == beta
-                  and row["transformation"] == "sparsemax"]
+        sparse = [
+            row["exact"]
+            for row in rows
+            if row["beta"] == beta and row["transformation"] == "sparsemax"
+        ]
         for row in rows:  # normmax has sparsemax's margin, 1, for every alpha
             if row["beta"] == beta and row["transformation"] == "normmax":
                 assert row["exact"] == sparse[0], row
