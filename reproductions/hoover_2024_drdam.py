@@ -101,8 +101,8 @@ def main():
         sizes = (50, 200)
     else:
         dims, betas, K, Q = (30, 100), (1.0, 2.0, 5.0, 10.0, 30.0, 40.0, 50.0), 100, 64
-        features = tuple(2**k for k in range(6, 15))
-        retrieval_features = (2**8, 2**11, 2**14)
+        features = tuple(4**k for k in range(3, 8))  # 64 ... 16384
+        retrieval_features = (2**8, 2**14)
         sizes = (50, 100, 200, 500, 1000)
 
     rows = []
