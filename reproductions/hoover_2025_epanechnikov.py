@@ -186,6 +186,7 @@ def main():
     ax.set_xlabel(r"inverse temperature $\beta$ (kernel radius $\sqrt{2/\beta}$)")
     ax.set_ylabel("number of local minima")
     ax.set_yscale("symlog", linthresh=10)
+    ax.set_ylim(bottom=-0.5)
     ax.legend(fontsize=7)
     ax.set_title(
         f"Hoover et al. (2025): LSR energy, {M} memories in {d} dimensions", fontsize=10
