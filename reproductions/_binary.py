@@ -25,18 +25,23 @@ def make_sweep(separation):
 
     `separation(x)` is the memory's elementwise Lagrangian $F$ (e.g.
     `lambda x: hl.lagr_repu(x, 3)`). Zero rows of `xi` (padding) contribute exactly 0.
+    `sweep(xi, states)` updates each state against the patterns `xi` (K, D);
+    `sweep(xis, states)` with `xis` of shape (B, K, D) updates state b against its own
+    patterns `xis[b]`.
     """
+
+    def one(xi, sigma):
+        rest = (xi @ sigma)[:, None] - xi * sigma[None, :]  # (K, D): r_{mu i}
+        gap = jnp.sum(separation(rest + xi) - separation(rest - xi), axis=0)
+        return jnp.where(gap > 0, 1.0, jnp.where(gap < 0, -1.0, sigma))
 
     @jax.jit
     def sweep(xi, states):
-        def one(sigma):
-            rest = (xi @ sigma)[:, None] - xi * sigma[None, :]  # (K, D): r_{mu i}
-            gap = jnp.sum(separation(rest + xi) - separation(rest - xi), axis=0)
-            return jnp.where(gap > 0, 1.0, jnp.where(gap < 0, -1.0, sigma))
-
         # One state at a time (`lax.map`): the (K, D) array of one state is the
         # largest thing held, whatever the batch.
-        return jax.lax.map(one, states)
+        if xi.ndim == 3:
+            return jax.lax.map(lambda a: one(*a), (xi, states))
+        return jax.lax.map(lambda s: one(xi, s), states)
 
     return sweep
 
@@ -66,26 +71,28 @@ def recall_fraction(sweep, K, D, *, flip_rate, num_queries, seed):
     """The fraction of stored patterns that one sweep returns exactly.
 
     `flip_rate=0`: each pattern is the start (is it a fixed point?); otherwise
-    `round(flip_rate * D)` of its bits, chosen at random, are flipped first. Pattern
-    sets are drawn until `num_queries` patterns have been tested.
+    `round(flip_rate * D)` of its bits, chosen at random, are flipped first. With
+    `K >= num_queries` the first `num_queries` patterns of one set of `K` are tested;
+    with fewer patterns, each query has a set of `K` patterns of its own.
     """
     rng = np.random.default_rng(seed)
-    num_sets = max(1, math.ceil(num_queries / K))
     padded = max(64, 1 << (K - 1).bit_length())  # powers of two: few compilations
     flips = round(flip_rate * D)
-    hits = total = 0
-    for _ in range(num_sets):
+    if K >= num_queries:
         xi = rng.choice([-1.0, 1.0], size=(K, D))
-        q = min(K, num_queries)
-        starts = xi[:q].copy()
-        for row in starts:
-            row[rng.choice(D, size=flips, replace=False)] *= -1
-        xi_padded = np.zeros((padded, D))
-        xi_padded[:K] = xi
-        out = np.asarray(sweep(jnp.asarray(xi_padded), jnp.asarray(starts)))
-        hits += int(np.sum(np.all(out == xi[:q], axis=1)))
-        total += q
-    return hits / total
+        truth = xi[:num_queries]
+        patterns = np.zeros((padded, D))
+        patterns[:K] = xi
+    else:
+        xi = rng.choice([-1.0, 1.0], size=(num_queries, K, D))
+        truth = xi[:, 0]
+        patterns = np.zeros((num_queries, padded, D))
+        patterns[:, :K] = xi
+    starts = truth.copy()
+    for row in starts:
+        row[rng.choice(D, size=flips, replace=False)] *= -1
+    out = np.asarray(sweep(jnp.asarray(patterns), jnp.asarray(starts)))
+    return float(np.mean(np.all(out == truth, axis=1)))
 
 
 def capacity(fraction, *, threshold=0.9, k_max=2**17, rel_tol=0.06):

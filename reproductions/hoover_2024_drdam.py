@@ -96,7 +96,7 @@ def main():
     rng = np.random.default_rng(0)
     if args.quick:
         dims, betas, K, Q = (30,), (1.0, 10.0), 50, 32
-        features = (2**6, 2**8, 2**10, 2**12)
+        features = (2**6, 2**9, 2**12)
         retrieval_features = (2**6, 2**12)
         sizes = (50, 200)
     else:
@@ -178,7 +178,7 @@ def main():
     size_rows = []
     D = dims[0]
     F = 2**12
-    for beta in (betas[0], betas[-1]) if not args.quick else betas:
+    for beta in (betas[0],) if args.quick else (betas[0], betas[-1]):
         for K2 in sizes:
             xi = binary_memories(rng, K2, D)
             queries = noisy(rng, xi[: min(Q, K2)], 0.1)
