@@ -19,7 +19,10 @@ import numpy as np  # noqa: E402
 
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+# A full run writes the figures the documentation shows; a `--quick` one writes
+# beside the scripts (git-ignored), so that it never replaces them.
 DEFAULT_OUT = ROOT / "docs" / "assets" / "reproductions"
+QUICK_OUT = ROOT / "reproductions" / "figures"
 
 
 def parse_args(doc: str) -> argparse.Namespace:
@@ -36,13 +39,17 @@ def parse_args(doc: str) -> argparse.Namespace:
     parser.add_argument(
         "--out",
         type=pathlib.Path,
-        default=DEFAULT_OUT,
-        help=f"folder for the figure (default: {DEFAULT_OUT.relative_to(ROOT)})",
+        default=None,
+        help=f"folder for the figure (default: {DEFAULT_OUT.relative_to(ROOT)}, or "
+        f"{QUICK_OUT.relative_to(ROOT)} with --quick)",
     )
     parser.add_argument(
         "--json", type=pathlib.Path, default=None, help="write the results here"
     )
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.out is None:
+        args.out = QUICK_OUT if args.quick else DEFAULT_OUT
+    return args
 
 
 def print_table(title: str, headers: list[str], rows: list[list]) -> None:
