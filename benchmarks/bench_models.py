@@ -12,7 +12,11 @@ mask, class token, positions; `x <- x - alpha * grad(E)(LayerNorm(x))` in a
    transcription (target <= 1.0);
 2. a batch of 8 images (`jax.vmap`), same ratio (for information);
 3. the descent alone returning the whole `hl.Solution` (energy trace, residual,
-   checks): `model.descend(model.encode(...))` / the transcription (for information).
+   checks): `model.descend(model.encode(...))` / the transcription (for information);
+4. the model with its token-wise `DenseMemory` swapped for a synapse computing the same
+   energy with the tokens first, `-1/2 sum relu(g @ patterns.T)**2` (one (N, M)
+   product, the transcription's layout; `DenseMemory` lays the similarities out
+   (M, N) as it vmaps over the tokens): the cost of that layout (for information).
 
 Runs are interleaved in one process; each row gives median times and the median of the
 per-round ratios (see `bench_memory.py`, whose timing helpers this reuses). Run with
@@ -94,6 +98,15 @@ def transcription(ck, image, mask):
     x, _ = jax.lax.scan(step, x, length=STEPS)
     out = (lnorm(x)[1:] @ ck["Wdec"] + ck["Bdec"]).reshape(rows, cols, c, p, p)
     return out.transpose(2, 0, 3, 1, 4).reshape(c, h, w)
+
+
+class TokensFirstReLUMemory(hl.Synapse):
+    """The token-wise ReLU memory's energy with the similarities laid out (N, M)."""
+
+    patterns: jax.Array
+
+    def __call__(self, g):
+        return -0.5 * jnp.sum(jax.nn.relu(g @ self.patterns.T.astype(g.dtype)) ** 2)
 
 
 def main():

@@ -13,10 +13,11 @@ from jax.typing import ArrayLike
 from jaxtyping import Array, Float
 
 
-#: ImageNet's per-channel (red, green, blue) mean of pixel values in [0, 1].
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
-#: ImageNet's per-channel (red, green, blue) standard deviation of pixel values in [0, 1].
+"""ImageNet's per-channel (red, green, blue) mean of pixel values in [0, 1]."""
 IMAGENET_STD = (0.229, 0.224, 0.225)
+"""ImageNet's per-channel (red, green, blue) standard deviation of pixel values in
+[0, 1]."""
 
 
 def image_geometry(
