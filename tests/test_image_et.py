@@ -172,18 +172,24 @@ def test_the_parts_compose_to_the_forward_pass(tmp_path):
 # ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["str", "path", "open file"])
+@pytest.mark.parametrize("kind", ["str", "path", "open file", "in memory"])
 def test_save_and_load_round_trip_bit_exactly(kind, tmp_path):
     ck = random_checkpoint(4, (3, 8, 8), 2)
     model = IET.from_npz(write(ck, tmp_path / "ck.npz"))
-    if kind == "open file":
+    path = tmp_path / "again.npz"
+    if kind == "in memory":
         buffer = io.BytesIO()
         model.save_npz(buffer)
         buffer.seek(0)
         saved = dict(np.load(io.BytesIO(buffer.getvalue())))
         again = IET.from_npz(buffer)
+    elif kind == "open file":
+        with open(path, "wb") as f:
+            model.save_npz(f)
+        saved = dict(np.load(path))
+        with open(path, "rb") as f:
+            again = IET.from_npz(f)
     else:
-        path = tmp_path / "again.npz"
         model.save_npz(str(path) if kind == "str" else pathlib.Path(path))
         saved = dict(np.load(path))
         again = IET.from_npz(str(path) if kind == "str" else path)
