@@ -158,6 +158,23 @@ def main():
         max(2, reps // 3),
     )
     compare("2. (a batch of 8, vmap)", 0.0, t, "ours", "ref", None)
+    swapped = eqx.tree_at(
+        lambda m: m.ham.synapses["memory"],
+        model,
+        TokensFirstReLUMemory(model.ham.synapses["memory"].patterns),
+    )
+    diff = jnp.max(jnp.abs(ours(swapped, image, mask) - got)) / jnp.max(jnp.abs(got))
+    assert float(diff) < 1e-5, f"the tokens-first memory differs by {diff} (relative)"
+    t = interleaved(
+        {
+            "swapped": lambda: ours(swapped, image, mask),
+            "ref": lambda: ref(arrays, image, mask),
+            "ours": lambda: ours(model, image, mask),
+        },
+        reps,
+    )
+    compare("4. (tokens-first memory / transcription)", 0.0, t, "swapped", "ref", None)
+    compare("1. (again, same rounds as 4)", 0.0, t, "ours", "ref", 1.0)
 
 
 if __name__ == "__main__":
