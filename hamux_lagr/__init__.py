@@ -70,6 +70,7 @@ from ._synapses import (
 
 # --- end associative memories ---
 
+# isort: split
 from . import models as models
 
 
