@@ -17,6 +17,8 @@ import math
 import os
 from collections.abc import Mapping
 
+import equinox as eqx
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -36,6 +38,23 @@ AXES = {
     "POS_embed": ("N+1", "D"),
 }
 _WHERE = "ImageEnergyTransformer.from_npz"
+#: The name of the token layer in the model's `HAM`.
+TOKENS = "tokens"
+#: The keys of the model's arrays in `_leaves` order.
+_LEAF_KEYS = (
+    "LNORM_gamma",
+    "LNORM_bias",
+    "Wq",
+    "Wk",
+    "Xi",
+    "Wenc",
+    "Benc",
+    "Wdec",
+    "Bdec",
+    "CLS_token",
+    "MASK_token",
+    "POS_embed",
+)
 
 
 def read_checkpoint(file) -> dict[str, np.ndarray]:
@@ -150,10 +169,58 @@ def infer_geometry(
     return (c, h, w), p
 
 
+def _leaves(model) -> list:
+    """An `ImageEnergyTransformer`'s arrays, in `_LEAF_KEYS` order (the memory's
+    patterns are `Xi.T`)."""
+    layernorm = model.ham.neurons[TOKENS].lagrangian
+    attention = model.ham.synapses["attention"]
+    return [
+        layernorm.gamma,
+        layernorm.delta,
+        attention.Wq,
+        attention.Wk,
+        model.ham.synapses["memory"].patterns,
+        model.W_enc,
+        model.b_enc,
+        model.W_dec,
+        model.b_dec,
+        model.cls_token,
+        model.mask_token,
+        model.pos_embed,
+    ]
+
+
+def with_checkpoint_arrays(model, arrays: Mapping[str, np.ndarray]):
+    """`model` (of the checkpoint's sizes) holding the checkpoint's arrays, as JAX
+    arrays of the file's dtype."""
+    values = [jnp.asarray(arrays[key]) for key in _LEAF_KEYS]
+    values[_LEAF_KEYS.index("Xi")] = values[_LEAF_KEYS.index("Xi")].T
+    return eqx.tree_at(_leaves, model, values)
+
+
+def checkpoint_arrays(model) -> dict[str, np.ndarray]:
+    """The checkpoint's twelve arrays of a model (`LNORM_gamma` of shape `()`, a
+    scalar `LNORM_bias` broadcast to `(D,)`)."""
+    arrays = {k: np.asarray(v) for k, v in zip(_LEAF_KEYS, _leaves(model))}
+    arrays["Xi"] = arrays["Xi"].T
+    arrays["LNORM_gamma"] = arrays["LNORM_gamma"].reshape(())
+    arrays["LNORM_bias"] = np.broadcast_to(arrays["LNORM_bias"], (model.dim,))
+    return arrays
+
+
 def write_checkpoint(file, arrays: Mapping[str, np.ndarray]) -> None:
     """Writes the twelve arrays as float32 to an `.npz` (a path or an open file)."""
     out = {key: np.asarray(arrays[key], dtype=np.float32) for key in AXES}
     np.savez(file, **out)  # pyright: ignore[reportArgumentType]
 
 
-__all__ = ["AXES", "check_checkpoint", "infer_geometry", "read_checkpoint"]
+__all__ = [
+    "AXES",
+    "TOKENS",
+    "check_checkpoint",
+    "checkpoint_arrays",
+    "infer_geometry",
+    "read_checkpoint",
+    "with_checkpoint_arrays",
+    "write_checkpoint",
+]

@@ -23,19 +23,20 @@ from .._neurons import NeuronLayer
 from .._solution import Solution
 from ._checkpoint import (
     check_checkpoint,
+    checkpoint_arrays,
     infer_geometry,
     read_checkpoint,
+    TOKENS,
+    with_checkpoint_arrays,
     write_checkpoint,
 )
 from ._no_self_attention import NoSelfAttention
-from ._patches import image_geometry, patchify, unpatchify
+from ._patches import check_image_and_mask, image_geometry, patchify, unpatchify
 
 
 _NAME = "ImageEnergyTransformer"
 #: A checkpoint file: a path, or an open binary file.
 FileLike = str | os.PathLike | io.IOBase
-#: The name of the token layer in the model's `HAM`.
-TOKENS = "tokens"
 
 
 def _positive_int(value: object, name: str, where: str, lower: int = 1) -> int:
@@ -249,7 +250,9 @@ class ImageEnergyTransformer(eqx.Module):
 
         The token state $x$, of shape `(num_patches + 1, dim)`, in the image's dtype.
         """
-        image, mask = self._check_inputs(image, mask)
+        image, mask = check_image_and_mask(
+            image, mask, self.image_shape, self.patch_size
+        )
         dtype = image.dtype
         tokens = patchify(image, self.patch_size) @ self.W_enc.astype(dtype)
         tokens = tokens + self.b_enc.astype(dtype)
@@ -361,32 +364,6 @@ class ImageEnergyTransformer(eqx.Module):
     # checks
     # ------------------------------------------------------------------------------
 
-    def _check_inputs(self, image: object, mask: object) -> tuple[Array, Array]:
-        image = jnp.asarray(image)
-        if not jnp.issubdtype(image.dtype, jnp.floating):
-            raise TypeError(
-                f"`image` must be a floating array in `{_NAME}`, got dtype "
-                f"{image.dtype}; normalise it first (e.g. `normalise_image(im / 255)`)."
-            )
-        if image.shape != self.image_shape:
-            raise ValueError(
-                f"`image` must have shape {self.image_shape} (channels, height, width) "
-                f"in `{_NAME}`, got {image.shape}; the model acts on one image: batch "
-                "with `jax.vmap(model)(images, masks)`."
-            )
-        mask = jnp.asarray(mask)
-        if mask.dtype != jnp.bool_:
-            raise TypeError(
-                f"`mask` must be a boolean array (True = masked patch) in `{_NAME}`, "
-                f"got dtype {mask.dtype}; e.g. `mask.astype(bool)`."
-            )
-        if mask.shape != (self.num_patches,):
-            raise ValueError(
-                f"`mask` must have shape ({self.num_patches},), one entry per patch "
-                f"(row by row), in `{_NAME}`, got {mask.shape}."
-            )
-        return image, mask
-
     def _check_tokens(self, x: object, method: str) -> Array:
         x = jnp.asarray(x)
         shape = (self.num_patches + 1, self.dim)
@@ -460,25 +437,7 @@ class ImageEnergyTransformer(eqx.Module):
             key=jax.random.key(0),
             dtype=jnp.float32,
         )
-        loaded = {key: jnp.asarray(value) for key, value in arrays.items()}
-        return eqx.tree_at(
-            _checkpoint_leaves,
-            skeleton,
-            [
-                loaded["LNORM_gamma"],
-                loaded["LNORM_bias"],
-                loaded["Wq"],
-                loaded["Wk"],
-                loaded["Xi"].T,
-                loaded["Wenc"],
-                loaded["Benc"],
-                loaded["Wdec"],
-                loaded["Bdec"],
-                loaded["CLS_token"],
-                loaded["MASK_token"],
-                loaded["POS_embed"],
-            ],
-        )
+        return with_checkpoint_arrays(skeleton, arrays)
 
     def save_npz(self, file: FileLike) -> None:
         r"""Writes the model's weights in the authors' checkpoint format (float32;
@@ -489,50 +448,13 @@ class ImageEnergyTransformer(eqx.Module):
         - `file`: a path (`str` or `pathlib.Path`; NumPy appends `.npz` when it is
           missing) or an open binary file.
         """
-        (gamma, delta, wq, wk, patterns, *rest) = _checkpoint_leaves(self)
-        w_enc, b_enc, w_dec, b_dec, cls_token, mask_token, pos_embed = rest
-        arrays = {
-            "Wq": wq,
-            "Wk": wk,
-            "Xi": np.asarray(patterns).T,
-            "Wenc": w_enc,
-            "Benc": b_enc,
-            "Wdec": w_dec,
-            "Bdec": b_dec,
-            "LNORM_gamma": np.reshape(np.asarray(gamma), ()),
-            "LNORM_bias": np.broadcast_to(np.asarray(delta), (self.dim,)),
-            "CLS_token": cls_token,
-            "MASK_token": mask_token,
-            "POS_embed": pos_embed,
-        }
-        write_checkpoint(file, {k: np.asarray(v) for k, v in arrays.items()})
+        write_checkpoint(file, checkpoint_arrays(self))
 
 
 def _attention(wq, wk, beta: float, prevent_self_attention: bool):
     if prevent_self_attention:
         return NoSelfAttention(wq, wk, beta)
     return AttentionSynapse(wq, wk, beta)
-
-
-def _checkpoint_leaves(model: ImageEnergyTransformer) -> list:
-    """The model's arrays in checkpoint order (the memory's patterns are `Xi.T`)."""
-    layernorm = model.ham.neurons[TOKENS].lagrangian
-    attention = model.ham.synapses["attention"]
-    memory = model.ham.synapses["memory"]
-    return [
-        layernorm.gamma,  # pyright: ignore[reportAttributeAccessIssue]
-        layernorm.delta,  # pyright: ignore[reportAttributeAccessIssue]
-        attention.Wq,
-        attention.Wk,
-        memory.patterns,
-        model.W_enc,
-        model.b_enc,
-        model.W_dec,
-        model.b_dec,
-        model.cls_token,
-        model.mask_token,
-        model.pos_embed,
-    ]
 
 
 __all__ = ["ImageEnergyTransformer"]

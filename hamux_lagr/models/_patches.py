@@ -54,6 +54,40 @@ def image_geometry(
     return (c, h, w), p
 
 
+def check_image_and_mask(
+    image: object, mask: object, image_shape: tuple[int, int, int], patch_size: int
+) -> tuple[Array, Array]:
+    """The model's inputs as JAX arrays: a floating image of shape `image_shape` and a
+    boolean mask of one entry per patch; raises naming the argument."""
+    where = "ImageEnergyTransformer"
+    image = jnp.asarray(image)
+    if not jnp.issubdtype(image.dtype, jnp.floating):
+        raise TypeError(
+            f"`image` must be a floating array in `{where}`, got dtype {image.dtype}; "
+            "normalise it first (e.g. `normalise_image(im / 255)`)."
+        )
+    if image.shape != tuple(image_shape):
+        raise ValueError(
+            f"`image` must have shape {image_shape} (channels, height, width) in "
+            f"`{where}`, got {image.shape}; the model acts on one image: batch with "
+            "`jax.vmap(model)(images, masks)`."
+        )
+    mask = jnp.asarray(mask)
+    if mask.dtype != jnp.bool_:
+        raise TypeError(
+            f"`mask` must be a boolean array (True = masked patch) in `{where}`, got "
+            f"dtype {mask.dtype}; e.g. `mask.astype(bool)`."
+        )
+    _, h, w = image_shape
+    num_patches = (h // patch_size) * (w // patch_size)
+    if mask.shape != (num_patches,):
+        raise ValueError(
+            f"`mask` must have shape ({num_patches},), one entry per patch (row by "
+            f"row), in `{where}`, got {mask.shape}."
+        )
+    return image, mask
+
+
 def patchify(image: Array, patch_size: int) -> Array:
     """`(C, H, W)` -> `(num_patches, C * p * p)`: row-major patches, each flattened
     channel first."""
@@ -145,6 +179,7 @@ def denormalise_image(
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "check_image_and_mask",
     "denormalise_image",
     "image_geometry",
     "normalise_image",
