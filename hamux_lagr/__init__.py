@@ -64,4 +64,8 @@ from .functional import (
 )
 
 
+# isort: split
+from . import models as models
+
+
 __version__ = importlib.metadata.version("hamux_lagr")

@@ -86,6 +86,16 @@ CLAIMS = {
         r"^log-log slope of the energy error: -0\.(4[5-9]|5[0-5]) ",
         r"^parameters of the random-feature memory: 1024 ",
     ],
+    "07_energy_transformer_model": [
+        r"^mean patch +\d\.\d{3}$",
+        r"^nearest visible patch +\d\.\d{3}$",
+        r"^Energy Transformer +\d\.\d{3}$",
+        r"^beats both baselines: True$",
+        # the table's numbers: the model's masked-patch error is below both baselines'
+        lambda lines: energy_transformer_beats_the_baselines(lines),
+        r"^energy never rises: True$",
+        r"^round trip bit-exact: True$",
+    ],
 }
 
 
@@ -106,6 +116,24 @@ def implicit_gradient_loses_no_accuracy(lines: list[str], margin: float) -> None
         f"{implicit:.3f} held-out accuracy, below backprop through descend's "
         f"{backprop:.3f} by more than {margin}"
     )
+
+
+def _table_error(lines: list[str], method: str) -> float:
+    """The masked-patch RMSE printed in notebook 07's table row for `method`."""
+    for line in lines:
+        match = re.match(rf"^{re.escape(method)} +(\d+\.\d+)$", line)
+        if match:
+            return float(match.group(1))
+    raise AssertionError(f"07_energy_transformer_model: no table row for {method!r}")
+
+
+def energy_transformer_beats_the_baselines(lines: list[str]) -> None:
+    ours = _table_error(lines, "Energy Transformer")
+    for baseline in ("mean patch", "nearest visible patch"):
+        assert ours < _table_error(lines, baseline), (
+            f"07_energy_transformer_model: the Energy Transformer's masked-patch error "
+            f"{ours} is not below the {baseline} baseline's"
+        )
 
 
 def outputs(notebook) -> list[list[str]]:
