@@ -29,29 +29,6 @@ from ._validation import (
 )
 
 
-def _check_scalar_lagrangian(lagrangian: Lagrangian, x: Array, error: Exception):
-    """Called when a Lagrangian's gradient failed: raises a clear error if the cause is
-    a Lagrangian that does not return a floating scalar, else re-raises `error`."""
-    try:
-        out = jax.eval_shape(lagrangian, x)
-    except Exception:
-        raise error from None
-    shape, dtype = getattr(out, "shape", None), getattr(out, "dtype", None)
-    if shape == () and dtype is not None and jnp.issubdtype(dtype, jnp.floating):
-        raise error
-    raise TypeError(
-        f"The Lagrangian {type(lagrangian).__name__} returned "
-        + (
-            f"an array of shape {shape} and dtype {dtype}"
-            if shape is not None
-            else f"a {type(out).__name__}"
-        )
-        + f" for a state of shape {x.shape}; a Lagrangian's `__call__` must return "
-        "the floating scalar L(x) of one sample (sum over the neurons: "
-        "`jnp.sum(...)`)."
-    ) from error
-
-
 class NeuronLayer(eqx.Module):
     r"""A layer of neurons: a Lagrangian, the shape of its state and a time constant.
 
@@ -140,11 +117,7 @@ class NeuronLayer(eqx.Module):
         x = as_state(x, "NeuronLayer.activations")
         if x.size == 0:
             return x
-        try:
-            return self.lagrangian.activation(x)
-        except TypeError as e:
-            _check_scalar_lagrangian(self.lagrangian, x, e)
-            raise
+        return self.lagrangian.activation(x)
 
     def energy(self, x: StateLike) -> Scalar:
         r"""The layer's energy, the Legendre transform of its Lagrangian.
@@ -185,11 +158,7 @@ class NeuronLayer(eqx.Module):
         x = as_state(x, "NeuronLayer.energy")
         if x.size == 0:  # an empty layer: no neurons, no energy
             return jnp.zeros((), x.dtype), x
-        try:
-            return self.lagrangian.energy_and_activation(x)
-        except TypeError as e:
-            _check_scalar_lagrangian(self.lagrangian, x, e)
-            raise
+        return self.lagrangian.energy_and_activation(x)
 
     def _activations(self, x: Array) -> Array:
         # Unchecked, on a prepared state: for the loops of the solves.

@@ -37,8 +37,8 @@ def _errors(patterns, queries, beta, num_features, keys):
             out.append(
                 jnp.stack(
                     [
-                        jnp.mean(jnp.abs(e - e0)),
-                        jnp.mean(jnp.linalg.norm(g - g0, axis=-1)),
+                        jnp.mean(jnp.abs(e - e0[None])),
+                        jnp.mean(jnp.linalg.norm(g - g0[None], axis=-1)),
                     ]
                 )
             )
@@ -211,11 +211,17 @@ def test_errors(rng):
         RandomFeatureMemory(memory.projection, jnp.zeros(7), 1.0)
     with pytest.raises(ValueError, match="`projection` must have shape"):
         RandomFeatureMemory(jnp.ones(8), jnp.zeros(8), 1.0)
-    # Traced non-finite patterns raise when the computation runs.
-    with pytest.raises(Exception, match="`patterns` must be finite"):
-        jax.block_until_ready(
-            eqx.filter_jit(lambda p: build(p, 1.0, 8, key=key))(jnp.asarray(bad))
-        )
+    # Traced non-finite patterns are caught where the memory is used: at the entry
+    # of a solve (a check at construction would copy the patterns).
+    layer = hl.NeuronLayer(hl.LIdentity(), (3,))
+
+    @eqx.filter_jit
+    def solve(p):
+        ham = hl.HAM({"x": layer}, {"m": build(p, 1.0, 8, key=key)}, [(("x",), "m")])
+        return hl.descend(ham, {"x": jnp.ones(3)}, steps=2, dt=0.1, throw=False)
+
+    assert solve(jnp.asarray(patterns)).finite
+    assert solve(jnp.asarray(bad)).result == hl.RESULTS.nonfinite_parameter
 
 
 def test_type_errors_show_our_messages():

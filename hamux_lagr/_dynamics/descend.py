@@ -130,8 +130,7 @@ def _euler(ham, xs, masks, rates, *, steps, trace, tol):
         def body(carry, _):
             x, t, bad, _, _ = carry
             energy, dEdg = ham._energy_and_dEdg(x)
-            # A non-finite state makes a non-finite energy: one scalar to watch.
-            bad = jnp.where((bad < 0) & ~jnp.isfinite(energy), t, bad)
+            bad = _first_bad(bad, t, x)
             last = t >= steps
             x = jax.tree.map(
                 lambda old, new: jnp.where(last, old, new),
@@ -146,8 +145,6 @@ def _euler(ham, xs, masks, rates, *, steps, trace, tol):
         (final, _, bad, last, dEdg), energies = lax.scan(
             body, start, None, length=steps + 1
         )
-        # (Were a state non-finite with a finite energy, the end would tell.)
-        bad = jnp.where((bad < 0) & ~all_finite(final), jnp.array(steps, int32), bad)
         num_steps = jnp.where(bad < 0, jnp.array(steps, int32), bad)
         return final, energies, bad, num_steps, last, dEdg
     # Run to a fixed point: stop once max |dE/dg| < tol on the free neurons, after
@@ -156,8 +153,10 @@ def _euler(ham, xs, masks, rates, *, steps, trace, tol):
     edtype = common_dtype(xs)
     buffer = jnp.zeros((steps + 1 if trace else 0,), edtype)
 
+    # The flag `done` is an int32, not a bool: under `jax.vmap` every carry goes
+    # through a select, and ONNX runtimes have no select of booleans.
     def cond(carry):
-        return ~carry[-1]
+        return carry[-1] == 0
 
     def loop(carry):
         t, x, _, _, buffer, _ = carry
@@ -171,10 +170,10 @@ def _euler(ham, xs, masks, rates, *, steps, trace, tol):
             euler_step(masks, rates, x, dEdg),
         )
         t = jnp.where(stop, t, t + jnp.array(1, int32))
-        return t, x, energy, dEdg, buffer, stop
+        return t, x, energy, dEdg, buffer, stop.astype(int32)
 
-    carry = (jnp.array(0, int32), xs, jnp.zeros((), edtype), xs, buffer, False)
-    carry = (*carry[:-1], jnp.array(False))
+    carry = (jnp.array(0, int32), xs, jnp.zeros((), edtype), xs, buffer)
+    carry = (*carry, jnp.array(0, int32))
     t, final, last, dEdg, buffer, _ = lax.while_loop(cond, loop, carry)
     bad = jnp.where(all_finite(final), jnp.int32(_NO_BAD), t)
     energies = None
