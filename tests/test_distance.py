@@ -24,10 +24,10 @@ def test_l2_similarities_are_minus_half_squared_distances(rng, shape):
     g = jnp.asarray(rng.standard_normal(shape))
     memory = hl.DenseMemory(patterns, hl.LSoftmax(2.0), similarity="l2")
     axes = tuple(range(1, len(shape) + 1))
-    expected = -0.5 * jnp.sum((g - patterns) ** 2, axis=axes)
+    expected = -0.5 * jnp.sum((g[None] - patterns) ** 2, axis=axes)
     assert tree_allclose(memory.similarities(g), expected, rtol=1e-12)
     dot = hl.DenseMemory(patterns, hl.LSoftmax(2.0))
-    assert tree_allclose(dot.similarities(g), jnp.sum(patterns * g, axis=axes))
+    assert tree_allclose(dot.similarities(g), jnp.sum(patterns * g[None], axis=axes))
 
 
 def test_l2_energy_is_the_gaussian_kernel_log_density(rng):
@@ -35,7 +35,7 @@ def test_l2_energy_is_the_gaussian_kernel_log_density(rng):
     g = jnp.asarray(rng.standard_normal(4))
     beta = 1.5
     memory = hl.DenseMemory(patterns, hl.LSoftmax(beta), similarity="l2")
-    d2 = jnp.sum((g - patterns) ** 2, axis=1)
+    d2 = jnp.sum((g[None] - patterns) ** 2, axis=1)
     expected = -jax.nn.logsumexp(-beta / 2 * d2) / beta
     assert tree_allclose(memory(g), expected, rtol=1e-12)
     # The input current pulls towards the softmax-weighted patterns.

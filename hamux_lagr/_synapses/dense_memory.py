@@ -192,6 +192,36 @@ class DenseMemory(Synapse):
         aug_g = jnp.concatenate([v, half[None], (half * jnp.sum(v * v))[None]])
         return lax.dot_general(aug_patterns, aug_g, (((1,), (0,)), ((), ())))
 
+    def _token_similarities(self, flat: Array) -> Array:
+        """The `(N, K)` similarities of `N` pattern-shaped tokens, tokens first: one
+        product `tokens @ patterns.T`, as the Energy Transformer computes `g @ Xi`
+        (a `jax.vmap` of `_similarities` would compute `(K, N)` and transpose)."""
+        n, k = flat.shape[0], self.patterns.shape[0]
+        patterns = self.patterns.astype(flat.dtype).reshape(k, -1)
+        tokens = flat.reshape(n, -1)
+        dims = (((1,), (1,)), ((), ()))
+        if self.similarity == "dot":
+            return lax.dot_general(tokens, patterns, dims)
+        # -|g - xi|^2 / 2 as one product of augmented tokens and patterns (above).
+        half = jnp.asarray(-0.5, flat.dtype)
+        aug_patterns = jnp.concatenate(
+            [
+                patterns,
+                jnp.sum(patterns * patterns, axis=1, keepdims=True),
+                jnp.ones((k, 1), flat.dtype),
+            ],
+            axis=1,
+        )
+        aug_tokens = jnp.concatenate(
+            [
+                tokens,
+                jnp.full((n, 1), half),
+                half * jnp.sum(tokens * tokens, axis=1, keepdims=True),
+            ],
+            axis=1,
+        )
+        return lax.dot_general(aug_tokens, aug_patterns, dims)
+
     def similarities(self, g: Float[AnyArray, "..."]) -> Float[Array, "*tokens K"]:
         r"""The similarities of the activations to each stored pattern.
 
@@ -211,7 +241,7 @@ class DenseMemory(Synapse):
         if not tokens:
             return self._similarities(g)
         flat = g.reshape(-1, *self.patterns.shape[1:])
-        sims = jax.vmap(self._similarities)(flat)
+        sims = self._token_similarities(flat)
         return sims.reshape(*tokens, sims.shape[-1])
 
     def __call__(self, g: Float[AnyArray, "..."]) -> Scalar:
@@ -236,6 +266,10 @@ class DenseMemory(Synapse):
         if not tokens:
             return self._energy(g)
         flat = g.reshape(-1, *self.patterns.shape[1:])
+        if self.chunk_size is None or self.chunk_size >= self.patterns.shape[0]:
+            sims = self._token_similarities(flat)
+            energies = jax.vmap(lambda s: unchecked_call(self.lagrangian, s))(sims)
+            return -jnp.sum(energies)
         return jnp.sum(jax.vmap(self._energy)(flat))
 
     def _energy(self, g: Array) -> Array:
