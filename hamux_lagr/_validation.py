@@ -25,6 +25,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.core import Tracer
 from jaxtyping import Array
 
 from ._misc import default_float_dtype
@@ -64,7 +65,7 @@ def ensure(
     take tracers: write `v != v` for NaN).
     """
     hint = f" {hint}" if hint else ""
-    if isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer):
+    if isinstance(value, jax.Array) and not isinstance(value, Tracer):
         if value.size and bool(jnp.any(is_bad(value))):
             if not value.is_fully_addressable or value.size > 16:
                 raise ValueError(
@@ -244,7 +245,7 @@ def learnable(
             f"`{name}` must have {ndim} dimension(s) in `{where}`, got shape "
             f"{arr.shape}."
         )
-    if isinstance(arr, jax.core.Tracer):
+    if isinstance(arr, Tracer):
         # Built under a transformation (`jax.jit`, `jax.grad`): checked once at the
         # entry of each solve, not here, where a check would copy the array.
         return arr

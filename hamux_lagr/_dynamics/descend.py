@@ -5,11 +5,14 @@ Along these dynamics $\dot E = -\sum_\ell \tau_\ell^{-1} \langle \partial E/\par
 convex), so the energy never rises (Krotov & Hopfield 2021; Hoover et al. 2022).
 """
 
+from typing import cast
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.core import Tracer
 from jaxtyping import Array, Float
 
 from .._clamp import check_clamp, euler_step, residual
@@ -27,7 +30,8 @@ _DT_HINT = "Use a small step such as `dt=0.1` (in units of the layers' `tau`)."
 def _check_dt(dt: object) -> Array:
     """`dt` as a real 0-d array: checked positive and finite at once when it is
     concrete; a traced `dt` is checked in the solve, as a result code."""
-    if isinstance(dt, jax.core.Tracer):
+    if isinstance(dt, Tracer):
+        dt = cast(Array, dt)
         if dt.ndim != 0 or not jnp.issubdtype(dt.dtype, jnp.floating):
             raise TypeError(
                 f"`dt` must be a positive real scalar in `{_WHERE}`, got a traced "

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jax.core import Tracer
 from jaxtyping import Array, Float
 
 from .._custom_types import ParamLike, Scalar, StateLike
@@ -252,7 +253,7 @@ def checked_parameters(module: _Module, where: str) -> _Module:
         for path, _ in jax.tree_util.tree_leaves_with_path(params)
     )
     message = f"{names} must be finite (no NaN or inf) in `{where}`"
-    if not any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+    if not any(isinstance(leaf, Tracer) for leaf in leaves):
         # Concrete (checked at construction, unless built around `__init__`, e.g.
         # by `eqx.tree_at`): one boolean fetched from the device, no copy; at trace
         # time under `jax.jit`.
