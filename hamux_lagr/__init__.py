@@ -70,5 +70,7 @@ from ._synapses import (
 
 # --- end associative memories ---
 
+from . import nn as nn
+
 
 __version__ = importlib.metadata.version("hamux_lagr")
