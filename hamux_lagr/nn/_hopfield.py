@@ -254,6 +254,7 @@ class Hopfield(eqx.Module):
         if static_execution:
             # Nothing is projected: the patterns' own features are the Hopfield space.
             hd = pd = None
+            self.separate_weights = pattern_size is not None
         else:
             if hidden_size is None:
                 if d % num_heads:
@@ -379,7 +380,11 @@ class Hopfield(eqx.Module):
         """Features of the output (`None` when it is the static projection's)."""
         if not self.disable_out_projection:
             return self.input_size if self.output_size is None else self.output_size
-        if self.pattern_size is None:
+        if self.pattern_size is None or (
+            self.stored_pattern_as_static
+            and self.pattern_projection_as_static
+            and self.separate_weights
+        ):
             return None
         return self.num_heads * self.pattern_size
 
@@ -411,16 +416,24 @@ class Hopfield(eqx.Module):
             w,
             "(`stored` defaults to `state`.)" if name == "state" else "",
         ).astype(dtype)
-        d_proj = None
-        if v_static and not (self.pattern_projection_as_connected and not k_static):
-            d_proj = pd
-        elif not static:
+        connected = self.pattern_projection_as_connected and not k_static
+        # hopfield-layers splits static values among the heads when the keys are
+        # static too and the projections are separate weights; other static values
+        # are the same in every head.
+        split = v_static and k_static and self.separate_weights
+        if self.normalize_pattern_projection or not v_static or connected:
             d_proj = self.pattern_projection_size
-        if self.normalize_pattern_projection:
-            d_proj = self.pattern_projection_size
+        else:
+            d_proj = None if split else pd
         if projection is None:
             projection = stored
         projection = cfg.features(projection, d_proj, "projection", w).astype(dtype)
+        if split and projection.shape[1] % h:
+            raise ValueError(
+                f"`projection` has {projection.shape[1]} features in `{w}`; with "
+                "static stored patterns and pattern projections they are split among "
+                f"the heads, so they must be a multiple of `num_heads` ({h})."
+            )
         length, size = state.shape[0], stored.shape[0]
         if projection.shape[0] != size:
             raise ValueError(
@@ -469,7 +482,6 @@ class Hopfield(eqx.Module):
             assert self.k_weight is not None
             k = heads(linear(stored, self.k_weight, self.k_bias), hd)
         v_in = projection
-        connected = self.pattern_projection_as_connected and not k_static
         if connected:
             assert self.k_weight is not None
             v_in = linear(projection, self.k_weight, self.k_bias)
@@ -478,6 +490,8 @@ class Hopfield(eqx.Module):
             v = heads(linear(v_in, self.v_weight, self.v_bias), pd)
         elif connected:
             v = heads(v_in, hd)
+        elif split:
+            v = heads(v_in, v_in.shape[1] // h)
         else:
             v = shared(v_in)
         if self.normalize_hopfield_space:
