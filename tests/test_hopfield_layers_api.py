@@ -34,33 +34,27 @@ def _retrieve(layer, *args, **kwargs):
 
 
 def test_jit_vmap_grad(getkey):
-    layer = _randomised(
-        hl.nn.Hopfield(8, num_heads=2, update_steps_max=2, key=getkey())
-    )
+    layer = hl.nn.Hopfield(8, num_heads=2, update_steps_max=2, key=getkey())
+    layer = _randomised(layer)
     state, stored = _data((3, 4, 8), (3, 6, 8))
+    direction = _data((3, 4, 8), seed=1)[0]
+
+    def loss(layer, state):
+        return jnp.sum(jax.vmap(layer)(state, stored) ** 2)
 
     @eqx.filter_jit
-    def loss_and_grads(layer, state, stored):
-        def loss(layer, state, stored):
-            return jnp.sum(jax.vmap(layer)(state, stored) ** 2)
+    def run(layer, state):
+        value, grads = eqx.filter_value_and_grad(loss)(layer, state)
+        g_state = jax.grad(loss, argnums=1)(layer, state)
+        h = 1e-6
+        fd = loss(layer, state + h * direction) - loss(layer, state - h * direction)
+        alone = [jnp.sum(layer(state[n], stored[n]) ** 2) for n in range(3)]
+        return value, grads, g_state, fd / (2 * h), sum(alone)
 
-        return eqx.filter_value_and_grad(loss)(layer, state, stored), jax.grad(
-            loss, argnums=(1, 2)
-        )(layer, state, stored)
-
-    (value, grads), (g_state, g_stored) = loss_and_grads(layer, state, stored)
-    alone = sum(jnp.sum(layer(state[n], stored[n]) ** 2) for n in range(3))
+    value, grads, g_state, fd, alone = run(layer, state)
     np.testing.assert_allclose(value, alone, rtol=1e-12)
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
-    assert g_state.shape == state.shape and g_stored.shape == stored.shape
-    # finite differences of the input gradient, in float64
-    direction = _data((3, 4, 8), seed=1)[0]
-    h = 1e-6
-
-    def f(s):
-        return jnp.sum(jax.vmap(layer)(s, stored) ** 2)
-
-    fd = (f(state + h * direction) - f(state - h * direction)) / (2 * h)
+    assert bool(jnp.any(grads.q_weight != 0))
     np.testing.assert_allclose(fd, jnp.sum(g_state * direction), rtol=1e-6)
 
 
@@ -160,7 +154,7 @@ def test_sparse_associations(lagrangian, getkey):
         8,
         num_heads=2,
         scaling=4.0,
-        update_steps_max=3,
+        update_steps_max=2,
         update_steps_eps=1e-12,
         lagrangian=lagrangian,
         key=getkey(),
@@ -168,13 +162,20 @@ def test_sparse_associations(lagrangian, getkey):
     layer = _randomised(layer)
     x, y = _data((4, 8), (7, 8))
     smask = jnp.ones(7, bool).at[3].set(False)
-    sol = _retrieve(layer, x, y, stored_mask=smask)
+
+    @eqx.filter_jit
+    def run(layer, x, y, smask):
+        def loss(m):
+            return jnp.sum(m(x, y, stored_mask=smask) ** 2)
+
+        return layer.retrieve(x, y, stored_mask=smask), eqx.filter_grad(loss)(layer)
+
+    sol, grads = run(layer, x, y, smask)
     assoc = sol.association
     assert bool(jnp.all(assoc[..., 3] == 0))
     assert int(jnp.sum(assoc == 0)) > assoc.size // 3  # rows with exact zeros
     np.testing.assert_allclose(jnp.sum(assoc, -1), 1.0, rtol=1e-9)
     assert bool(jnp.all(sol.energy_final <= sol.energy_initial + 1e-10))
-    grads = eqx.filter_grad(lambda m: jnp.sum(m(x, y, stored_mask=smask) ** 2))(layer)
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
     if isinstance(lagrangian, hl.LEntmax):
         assert grads.lagrangian.alpha.shape == (2, 1, 1)
@@ -186,24 +187,30 @@ def test_sparse_associations(lagrangian, getkey):
 def test_energy_never_rises(lagrangian, getkey):
     key = getkey()
     x, y = _data((5, 8), (9, 8), seed=3)
-    energies = []
-    for steps in range(5):
-        layer = hl.nn.Hopfield(
-            8,
-            num_heads=2,
-            scaling=2.0,
-            update_steps_max=steps,
-            update_steps_eps=1e-30,
-            lagrangian=lagrangian,
-            key=key,
+    layers = [
+        _randomised(
+            hl.nn.Hopfield(
+                8,
+                num_heads=2,
+                scaling=2.0,
+                update_steps_max=steps,
+                update_steps_eps=1e-30,
+                lagrangian=lagrangian,
+                key=key,
+            ),
+            7,
         )
-        sol = _retrieve(_randomised(layer, 7), x, y)
-        if steps == 0:
-            energies.append(sol.energy_initial)
-            e0 = _randomised(layer, 7).energy(x, y)
-            np.testing.assert_allclose(e0, jnp.sum(sol.energy_initial), rtol=1e-12)
-        energies.append(sol.energy_final)
-    energies = np.stack(energies)
+        for steps in range(4)
+    ]
+
+    @eqx.filter_jit
+    def run(layers, x, y):
+        sols = [layer.retrieve(x, y) for layer in layers]
+        return layers[0].energy(x, y), sols
+
+    e0, sols = run(layers, x, y)
+    np.testing.assert_allclose(e0, jnp.sum(sols[0].energy_initial), rtol=1e-12)
+    energies = np.stack([sols[0].energy_initial] + [s.energy_final for s in sols])
     assert np.all(np.diff(energies, axis=0) <= 1e-12)
     assert np.all(energies[-1] < energies[0])
     if lagrangian is None:
@@ -245,29 +252,41 @@ def test_report(getkey):
 
 def test_pooling_and_lookup(getkey):
     (x,) = _data((6, 8))
-    pool = _randomised(hl.nn.HopfieldPooling(8, num_heads=2, quantity=3, key=getkey()))
-    assert pool(x).shape == (3 * 8,)
-    assert pool.association_matrix(x).shape == (2, 3, 6)
     smask = jnp.ones(6, bool).at[0].set(False)
-    assert bool(jnp.all(pool.association_matrix(x, stored_mask=smask)[..., 0] == 0))
-    frozen = _randomised(hl.nn.HopfieldPooling(8, trainable=False, key=getkey()))
-    grads = eqx.filter_grad(lambda m: jnp.sum(m(x) ** 2))(frozen)
-    assert bool(jnp.all(grads.pooling_weights == 0))
-    look = _randomised(
-        hl.nn.HopfieldLayer(
-            8,
-            quantity=5,
-            lookup_weights_as_separated=True,
-            pattern_projection_size=3,
-            lookup_targets_as_trainable=False,
-            key=getkey(),
-        )
+    pool = hl.nn.HopfieldPooling(8, num_heads=2, quantity=3, key=getkey())
+    frozen = hl.nn.HopfieldPooling(8, trainable=False, key=getkey())
+    look = hl.nn.HopfieldLayer(
+        8,
+        quantity=5,
+        lookup_weights_as_separated=True,
+        pattern_projection_size=3,
+        lookup_targets_as_trainable=False,
+        key=getkey(),
     )
-    assert look(x).shape == (6, 8) and look.association_matrix(x).shape == (1, 6, 5)
+    pool, frozen, look = (_randomised(m) for m in (pool, frozen, look))
+
+    def loss(m):
+        return jnp.sum(m(x) ** 2)
+
+    @eqx.filter_jit
+    def run(pool, frozen, look):
+        return (
+            pool(x),
+            pool.association_matrix(x, stored_mask=smask),
+            eqx.filter_grad(loss)(frozen),
+            look(x),
+            look.association_matrix(x),
+            eqx.filter_grad(loss)(look),
+        )
+
+    out_p, assoc_p, grads_frozen, out_l, assoc_l, grads_look = run(pool, frozen, look)
+    assert out_p.shape == (3 * 8,) and assoc_p.shape == (2, 3, 6)
+    assert bool(jnp.all(assoc_p[..., 0] == 0))
+    assert bool(jnp.all(grads_frozen.pooling_weights == 0))
+    assert out_l.shape == (6, 8) and assoc_l.shape == (1, 6, 5)
     assert look.target_weights is not None and look.target_weights.shape == (5, 3)
-    grads = eqx.filter_grad(lambda m: jnp.sum(m(x) ** 2))(look)
-    assert bool(jnp.all(grads.target_weights == 0))
-    assert bool(jnp.any(grads.lookup_weights != 0))
+    assert bool(jnp.all(grads_look.target_weights == 0))
+    assert bool(jnp.any(grads_look.lookup_weights != 0))
     sd = look.to_torch_state_dict()
     assert sd["lookup_weights"].shape == (1, 5, 8)
     assert sd["target_weights"].shape == (1, 5, 3)
