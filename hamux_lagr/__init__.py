@@ -69,7 +69,7 @@ from ._synapses import (
 
 
 # --- end associative memories ---
-
+# isort: split
 from . import nn as nn
 
 

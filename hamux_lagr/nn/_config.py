@@ -2,6 +2,7 @@ r"""Checks and conversions of the Hopfield layers' constructor arguments (static
 
 import math
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +22,13 @@ def size(value: object, name: str, where: str, *, optional: bool = True) -> int 
     if value < 1:
         raise ValueError(f"`{name}` must be a positive int in `{where}`, got {value}.")
     return int(value)
+
+
+def required_size(value: object, name: str, where: str) -> int:
+    """A positive Python int."""
+    out = size(value, name, where, optional=False)
+    assert out is not None
+    return out
 
 
 def flag(value: object, name: str, where: str) -> bool:
@@ -97,7 +105,7 @@ def activation(name: str | None, where: str) -> Callable[[Array], Array] | None:
             f"`association_activation` {name!r} is not a function of `jax.nn` or "
             f"`jax.numpy` in `{where}`; pass e.g. 'relu', 'tanh', 'sigmoid' or 'gelu'."
         )
-    return fn
+    return cast(Callable[[Array], Array], fn)
 
 
 def mask(value: object, shape: tuple[int, ...], name: str, where: str) -> Array | None:
@@ -145,6 +153,7 @@ def features(
 
 __all__ = [
     "activation",
+    "required_size",
     "features",
     "flag",
     "mask",

@@ -70,8 +70,11 @@ class Hopfield(eqx.Module):
     - `normalize_hopfield_space` (and `_affine`, `_eps`): LayerNorm of the projected
       queries and keys, per head.
     - `stored_pattern_as_static`, `state_pattern_as_static`,
-      `pattern_projection_as_static`: use that input as it is, unprojected, in every
-      head (it must then have `hidden_size` / `pattern_size` features).
+      `pattern_projection_as_static`: use that input as it is, unprojected, the same
+      pattern in every head (it must then have `hidden_size` / `pattern_size`
+      features). As in hopfield-layers, static pattern projections with static stored
+      patterns and separate projection weights (e.g. `pattern_size` given) are split
+      among the heads instead.
     - `pattern_projection_as_connected`: project the values through the keys'
       projection first.
     - `stored_pattern_size`, `pattern_projection_size`: features of the stored
@@ -182,8 +185,8 @@ class Hopfield(eqx.Module):
         key: PRNGKeyArray,
     ):
         w = _WHERE
-        self.input_size = d = cfg.size(input_size, "input_size", w, optional=False)  # type: ignore[assignment]
-        num_heads = cfg.size(num_heads, "num_heads", w, optional=False)  # type: ignore[assignment]
+        self.input_size = d = cfg.required_size(input_size, "input_size", w)
+        num_heads = cfg.required_size(num_heads, "num_heads", w)
         self.num_heads = num_heads
         flags = {}
         for name, value in [
@@ -229,12 +232,9 @@ class Hopfield(eqx.Module):
         k_static = self.stored_pattern_as_static
         v_static = self.pattern_projection_as_static
         connected = self.pattern_projection_as_connected
-        self.stored_pattern_size = kdim = (
-            cfg.size(stored_pattern_size, "stored_pattern_size", w) or d
-        )  # type: ignore[assignment]
-        self.pattern_projection_size = vdim = (
-            cfg.size(pattern_projection_size, "pattern_projection_size", w) or d
-        )  # type: ignore[assignment]
+        kdim = cfg.size(stored_pattern_size, "stored_pattern_size", w) or d
+        vdim = cfg.size(pattern_projection_size, "pattern_projection_size", w) or d
+        self.stored_pattern_size, self.pattern_projection_size = kdim, vdim
         self.output_size = cfg.size(output_size, "output_size", w)
         hidden_size = cfg.size(hidden_size, "hidden_size", w)
         pattern_size = cfg.size(pattern_size, "pattern_size", w)
@@ -279,7 +279,7 @@ class Hopfield(eqx.Module):
                 f"pattern or pattern projection in `{w}`."
             )
         if scaling is None:
-            scale = 1.0 if static_execution else 1.0 / math.sqrt(hd)  # type: ignore[arg-type]
+            scale = 1.0 if hd is None else 1.0 / math.sqrt(hd)
             self.scaling = (scale,) * num_heads
         else:
             self.scaling = cfg.per_head(

@@ -123,7 +123,7 @@ class HopfieldLayer(eqx.Module):
             lagrangian,
             key=hkey,
         )
-        self.quantity = cfg.size(quantity, "quantity", where, optional=False)  # type: ignore[assignment]
+        self.quantity = cfg.required_size(quantity, "quantity", where)
         self.trainable = cfg.flag(trainable, "trainable", where)
         self.lookup_targets_as_trainable = cfg.flag(
             lookup_targets_as_trainable, "lookup_targets_as_trainable", where

@@ -115,7 +115,7 @@ class HopfieldPooling(eqx.Module):
             lagrangian,
             key=hkey,
         )
-        self.quantity = cfg.size(quantity, "quantity", where, optional=False)  # type: ignore[assignment]
+        self.quantity = cfg.required_size(quantity, "quantity", where)
         self.trainable = cfg.flag(trainable, "trainable", where)
         size = self.hopfield.hidden_size if state_pattern_as_static else input_size
         dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
