@@ -86,6 +86,18 @@ CLAIMS = {
         r"^log-log slope of the energy error: -0\.(4[5-9]|5[0-5]) ",
         r"^parameters of the random-feature memory: 1024 ",
     ],
+    "06_hopfield_layers": [
+        # hopfield-layers' bit-pattern task: its tuned heads reach about 0.85
+        r"^Hopfield +0\.[7-9]\d\d$",
+        r"^HopfieldPooling +0\.[7-9]\d\d$",
+        r"^HopfieldLayer +0\.[6-9]\d\d$",
+        r"^HopfieldPooling, LSparsemax +0\.[6-9]\d\d$",
+        r"^latch, HopfieldPooling held-out accuracy 1\.000$",
+        r"^digits, HopfieldPooling held-out accuracy 0\.9\d\d$",
+        r"^converged: \[True, True, True, True\]$",
+        r"^energy never rises: True$",
+        r"^\[(.*\s)?0\.\s",  # the sparse association holds exact zeros
+    ],
 }
 
 
