@@ -134,9 +134,24 @@ def test_state_dict_errors():
 # ----------------------------------------------------------------------------------
 
 CONFIGS = [
-    dict(input_size=8, num_heads=2, hidden_size=6),
-    dict(input_size=8, num_heads=2, pattern_size=5, output_size=7),
-    dict(input_size=8, stored_pattern_size=5, pattern_projection_size=7, num_heads=2),
+    # hidden size, no biases, a zero pattern, an activation on the output
+    dict(
+        input_size=8,
+        num_heads=2,
+        hidden_size=6,
+        add_zero_association=True,
+        input_bias=False,
+        association_activation="tanh",
+    ),
+    # separate projection weights: every size given
+    dict(
+        input_size=8,
+        num_heads=2,
+        pattern_size=5,
+        output_size=7,
+        stored_pattern_size=5,
+        pattern_projection_size=7,
+    ),
     dict(
         input_size=8,
         num_heads=2,
@@ -153,12 +168,8 @@ CONFIGS = [
         normalize_hopfield_space_eps=1e-3,
         normalize_state_pattern_eps=1e-2,
         normalize_stored_pattern_affine=False,
-    ),
-    dict(
-        input_size=8,
-        add_zero_association=True,
-        input_bias=False,
-        association_activation="tanh",
+        update_steps_max=None,
+        update_steps_eps=1e-6,
     ),
     dict(
         input_size=8,
@@ -166,24 +177,6 @@ CONFIGS = [
         state_pattern_as_static=True,
         normalize_state_pattern=False,
         normalize_state_pattern_affine=False,
-    ),
-    dict(
-        input_size=8,
-        num_heads=2,
-        stored_pattern_as_static=True,
-        normalize_stored_pattern=False,
-        normalize_stored_pattern_affine=False,
-    ),
-    dict(
-        input_size=8,
-        num_heads=2,
-        pattern_projection_as_static=True,
-        normalize_pattern_projection=False,
-        normalize_pattern_projection_affine=False,
-    ),
-    dict(
-        input_size=8,
-        num_heads=2,
         scaling=0.7,
         update_steps_max=(3, 1),
         update_steps_eps=(1e-30, 1e-30),
@@ -191,10 +184,17 @@ CONFIGS = [
     dict(
         input_size=8,
         num_heads=2,
-        update_steps_max=None,
-        update_steps_eps=1e-6,
-        normalize_state_pattern=False,
-        normalize_state_pattern_affine=False,
+        stored_pattern_as_static=True,
+        normalize_stored_pattern=False,
+        normalize_stored_pattern_affine=False,
+        disable_out_projection=True,
+    ),
+    dict(
+        input_size=8,
+        num_heads=2,
+        pattern_projection_as_static=True,
+        normalize_pattern_projection=False,
+        normalize_pattern_projection_affine=False,
     ),
     dict(
         input_size=4,
@@ -320,13 +320,18 @@ def test_concat_bias_pattern_is_used(getkey):
     layer = _randomised(
         hl.nn.Hopfield(8, num_heads=2, concat_bias_pattern=True, key=getkey()), 2
     )
-    assoc = layer.association_matrix(x)
+    moved = eqx.tree_at(lambda m: m.bias_value, layer, layer.bias_value + 1.0)
+
+    @eqx.filter_jit
+    def run(layer, moved):
+        grads = eqx.filter_grad(lambda m: jnp.sum(m(x) ** 2))(layer)
+        return layer.association_matrix(x), layer(x), moved(x), grads
+
+    assoc, out, out_moved, grads = run(layer, moved)
     assert assoc.shape == (2, 4, 5)  # 4 stored patterns + the learned one
     assert bool(jnp.all(assoc[..., -1] > 0))
     # the learned key and value change the output; hopfield-layers' never do
-    moved = eqx.tree_at(lambda m: m.bias_value, layer, layer.bias_value + 1.0)
-    assert not np.allclose(layer(x), moved(x))
-    grads = eqx.filter_grad(lambda m: jnp.sum(m(x) ** 2))(layer)
+    assert not np.allclose(out, out_moved)
     assert bool(jnp.all(grads.bias_key != 0)) and bool(jnp.all(grads.bias_value != 0))
     keys = sorted(layer.to_torch_state_dict())
     assert "association_core.bias_k" in keys and "association_core.bias_v" in keys
@@ -342,10 +347,15 @@ def test_update_steps_stop_per_sample(getkey):
     state = jnp.asarray(rng.standard_normal((2, 3, 8)))
     stored = jnp.asarray(rng.standard_normal((2, 6, 8)))
     stored = stored.at[0].set(jnp.broadcast_to(stored[0, :1], (6, 8)))
-    sols = jax.vmap(lambda s, y: layer.retrieve(s, y))(state, stored)
+
+    @eqx.filter_jit
+    def run(layer):
+        batched = jax.vmap(lambda s, y: layer.retrieve(s, y))(state, stored)
+        return batched, layer.retrieve(state[1], stored[1])
+
+    sols, alone = run(layer)
     steps = np.asarray(sols.num_steps[:, 0])
     assert steps[0] == 1 and steps[1] > 1
-    alone = layer.retrieve(state[1], stored[1])
     np.testing.assert_allclose(sols.output[1], alone.output, rtol=1e-12)
 
 
@@ -379,7 +389,7 @@ def test_pooling_and_lookup_take_eps(getkey):
 def test_static_pattern_same_in_every_head_per_sample(getkey):
     # A static state pattern with two heads: every head of a sample meets that
     # sample's pattern, so a batch equals its samples run alone.
-    args = CONFIGS[6]
+    args = CONFIGS[4]
     layer = _randomised(hl.nn.Hopfield(**args, key=getkey()), 5)
     rng = np.random.default_rng(5)
     state = jnp.asarray(rng.standard_normal((3, 4, 4)))

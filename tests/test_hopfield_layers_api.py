@@ -102,9 +102,13 @@ def test_equals_multihead_attention(getkey):
     )
     q, kv = _data((4, 8), (6, 8))
     mask = jnp.asarray(np.random.default_rng(0).random((4, 6)) < 0.7).at[:, 0].set(True)
-    np.testing.assert_allclose(
-        layer(q, kv, association_mask=mask), mha(q, kv, kv, mask=mask), rtol=1e-10
-    )
+    ours, theirs = eqx.filter_jit(
+        lambda layer, mha: (
+            layer(q, kv, association_mask=mask),
+            mha(q, kv, kv, mask=mask),
+        )
+    )(layer, mha)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-10)
 
 
 def test_masks_follow_equinox(getkey):
@@ -154,14 +158,14 @@ def test_sparse_associations(lagrangian, getkey):
         8,
         num_heads=2,
         scaling=4.0,
-        update_steps_max=2,
+        update_steps_max=1,
         update_steps_eps=1e-12,
         lagrangian=lagrangian,
         key=getkey(),
     )
     layer = _randomised(layer)
     x, y = _data((4, 8), (7, 8))
-    smask = jnp.ones(7, bool).at[3].set(False)
+    smask = jnp.arange(7) < 3  # four of the seven stored patterns masked
 
     @eqx.filter_jit
     def run(layer, x, y, smask):
@@ -172,8 +176,8 @@ def test_sparse_associations(lagrangian, getkey):
 
     sol, grads = run(layer, x, y, smask)
     assoc = sol.association
-    assert bool(jnp.all(assoc[..., 3] == 0))
-    assert int(jnp.sum(assoc == 0)) > assoc.size // 3  # rows with exact zeros
+    assert bool(jnp.all(assoc[..., 3:] == 0))
+    assert int(jnp.sum(assoc[..., :3] == 0)) > 0  # exact zeros among the allowed
     np.testing.assert_allclose(jnp.sum(assoc, -1), 1.0, rtol=1e-9)
     assert bool(jnp.all(sol.energy_final <= sol.energy_initial + 1e-10))
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))

@@ -106,14 +106,14 @@ class Hopfield(eqx.Module):
     out_bias: Float[Array, " out"] | None
     bias_key: Float[Array, " hk"] | None
     bias_value: Float[Array, " hv"] | None
-    stored_norm_weight: Float[Array, " d"] | None
-    stored_norm_bias: Float[Array, " d"] | None
-    state_norm_weight: Float[Array, " d"] | None
-    state_norm_bias: Float[Array, " d"] | None
-    projection_norm_weight: Float[Array, " d"] | None
-    projection_norm_bias: Float[Array, " d"] | None
-    hopfield_norm_weight: Float[Array, " d"] | None
-    hopfield_norm_bias: Float[Array, " d"] | None
+    stored_norm_weight: Float[Array, " d_stored"] | None
+    stored_norm_bias: Float[Array, " d_stored"] | None
+    state_norm_weight: Float[Array, " d_state"] | None
+    state_norm_bias: Float[Array, " d_state"] | None
+    projection_norm_weight: Float[Array, " d_proj"] | None
+    projection_norm_bias: Float[Array, " d_proj"] | None
+    hopfield_norm_weight: Float[Array, " hidden"] | None
+    hopfield_norm_bias: Float[Array, " hidden"] | None
     lagrangian: Lagrangian | None
     dropout: eqx.nn.Dropout
 
