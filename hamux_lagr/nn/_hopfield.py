@@ -12,7 +12,8 @@ from jaxtyping import Array, Float, PRNGKeyArray, Shaped
 
 from .._lagrangians import Lagrangian
 from . import _config as cfg
-from ._core import energy, layer_norm, linear, retrieve
+from ._core import energy, linear, retrieve
+from ._projection import project
 from ._report import HopfieldResults, HopfieldSolution
 from ._torch import from_state_dict, hopfield_entries, to_state_dict
 
@@ -388,149 +389,6 @@ class Hopfield(eqx.Module):
             return None
         return self.num_heads * self.pattern_size
 
-    def _project(self, state, stored, projection, stored_mask, association_mask):
-        """Queries `(H, L, hd)`, keys `(H, S', hd)`, values `(H, S', pd)`, the mask
-        `(1, L, S')` or `None`, and `beta` `(H,)`: checked inputs, one sample."""
-        w = _WHERE
-        h, hd, pd = self.num_heads, self.hidden_size, self.pattern_size
-        q_static = self.state_pattern_as_static
-        k_static = self.stored_pattern_as_static
-        v_static = self.pattern_projection_as_static
-        static = self.static_execution
-        d_state = None if static else (hd if q_static else self.input_size)
-        if self.normalize_state_pattern:
-            d_state = self.input_size
-        state = cfg.features(state, d_state, "state", w)
-        dtype = state.dtype
-        d_stored = None if static else (hd if k_static else self.stored_pattern_size)
-        if self.normalize_stored_pattern:
-            d_stored = self.stored_pattern_size
-        if stored is None:
-            stored, name = state, "state"
-        else:
-            name = "stored"
-        stored = cfg.features(
-            stored,
-            d_stored,
-            name,
-            w,
-            "(`stored` defaults to `state`.)" if name == "state" else "",
-        ).astype(dtype)
-        connected = self.pattern_projection_as_connected and not k_static
-        # hopfield-layers splits static values among the heads when the keys are
-        # static too and the projections are separate weights; other static values
-        # are the same in every head.
-        split = v_static and k_static and self.separate_weights
-        if self.normalize_pattern_projection or not v_static or connected:
-            d_proj = self.pattern_projection_size
-        else:
-            d_proj = None if split else pd
-        if projection is None:
-            projection = stored
-        projection = cfg.features(projection, d_proj, "projection", w).astype(dtype)
-        if split and projection.shape[1] % h:
-            raise ValueError(
-                f"`projection` has {projection.shape[1]} features in `{w}`; with "
-                "static stored patterns and pattern projections they are split among "
-                f"the heads, so they must be a multiple of `num_heads` ({h})."
-            )
-        length, size = state.shape[0], stored.shape[0]
-        if projection.shape[0] != size:
-            raise ValueError(
-                f"`projection` must hold one pattern per stored pattern in `{w}`: "
-                f"`stored` has {size}, `projection` has {projection.shape[0]}."
-            )
-        if static and not (state.shape[1] == stored.shape[1]):
-            raise ValueError(
-                f"With all patterns static, `state` and `stored` must have the same "
-                f"features in `{w}`, got {state.shape[1]} and {stored.shape[1]}."
-            )
-        smask = cfg.mask(stored_mask, (size,), "stored_mask", w)
-        amask = cfg.mask(association_mask, (length, size), "association_mask", w)
-
-        if self.normalize_state_pattern:
-            eps = self.normalize_state_pattern_eps
-            state = layer_norm(state, self.state_norm_weight, self.state_norm_bias, eps)
-        if self.normalize_stored_pattern:
-            eps = self.normalize_stored_pattern_eps
-            stored = layer_norm(
-                stored, self.stored_norm_weight, self.stored_norm_bias, eps
-            )
-        if self.normalize_pattern_projection:
-            eps = self.normalize_pattern_projection_eps
-            projection = layer_norm(
-                projection,
-                self.projection_norm_weight,
-                self.projection_norm_bias,
-                eps,
-            )
-
-        def heads(x, n):  # (N, H * n) -> (H, N, n)
-            return x.reshape(x.shape[0], h, n).transpose(1, 0, 2)
-
-        def shared(x):  # the same (static) pattern in every head
-            return jnp.broadcast_to(x[None], (h, *x.shape))
-
-        if q_static:
-            q = shared(state)
-        else:
-            assert self.q_weight is not None
-            q = heads(linear(state, self.q_weight, self.q_bias), hd)
-        if k_static:
-            k = shared(stored)
-        else:
-            assert self.k_weight is not None
-            k = heads(linear(stored, self.k_weight, self.k_bias), hd)
-        v_in = projection
-        if connected:
-            assert self.k_weight is not None
-            v_in = linear(projection, self.k_weight, self.k_bias)
-        if not v_static:
-            assert self.v_weight is not None
-            v = heads(linear(v_in, self.v_weight, self.v_bias), pd)
-        elif connected:
-            v = heads(v_in, hd)
-        elif split:
-            v = heads(v_in, v_in.shape[1] // h)
-        else:
-            v = shared(v_in)
-        if self.normalize_hopfield_space:
-            eps = self.normalize_hopfield_space_eps
-            wn, bn = self.hopfield_norm_weight, self.hopfield_norm_bias
-            q = layer_norm(q, wn, bn, eps)
-            k = layer_norm(k, wn, bn, eps)
-
-        extra = 0
-        if self.concat_bias_pattern:
-            bk = (
-                jnp.zeros((h, 1, k.shape[-1]), dtype)
-                if self.bias_key is None
-                else self.bias_key.astype(dtype).reshape(h, 1, -1)
-            )
-            bv = (
-                jnp.zeros((h, 1, v.shape[-1]), dtype)
-                if self.bias_value is None
-                else self.bias_value.astype(dtype).reshape(h, 1, -1)
-            )
-            k = jnp.concatenate([k, bk], axis=1)
-            v = jnp.concatenate([v, bv], axis=1)
-            extra += 1
-        if self.add_zero_association:
-            k = jnp.concatenate([k, jnp.zeros((h, 1, k.shape[-1]), dtype)], axis=1)
-            v = jnp.concatenate([v, jnp.zeros((h, 1, v.shape[-1]), dtype)], axis=1)
-            extra += 1
-        mask = None
-        if smask is not None or amask is not None:
-            mask = jnp.ones((length, size), bool)
-            if smask is not None:
-                mask = mask & smask[None, :]
-            if amask is not None:
-                mask = mask & amask
-            # The appended patterns may always be attended to.
-            mask = jnp.pad(mask, ((0, 0), (0, extra)), constant_values=True)[None]
-        beta = jnp.asarray(self.scaling, dtype)
-        return q, k, v, mask, beta
-
     # ------------------------------------------------------------------------------
     # public methods
     # ------------------------------------------------------------------------------
@@ -556,8 +414,8 @@ class Hopfield(eqx.Module):
         A `HopfieldSolution`: `output`, `association`, and per head `num_steps`,
         `change`, `converged`, `energy_initial`, `energy_final` and `result`.
         """
-        q, k, v, mask, beta = self._project(
-            state, stored, projection, stored_mask, association_mask
+        q, k, v, mask, beta = project(
+            self, state, stored, projection, stored_mask, association_mask
         )
         out = retrieve(
             q,
@@ -675,8 +533,8 @@ class Hopfield(eqx.Module):
         Shape `(num_heads, L, S)` (`S` plus one for `concat_bias_pattern` and one
         for `add_zero_association`).
         """
-        q, k, _, mask, beta = self._project(
-            state, stored, projection, stored_mask, association_mask
+        q, k, _, mask, beta = project(
+            self, state, stored, projection, stored_mask, association_mask
         )
         return retrieve(
             q,
@@ -715,8 +573,8 @@ class Hopfield(eqx.Module):
 
         The scalar energy.
         """
-        q, k, _, mask, beta = self._project(
-            state, stored, projection, stored_mask, association_mask
+        q, k, _, mask, beta = project(
+            self, state, stored, projection, stored_mask, association_mask
         )
         return jnp.sum(energy(q, k, beta, mask, self.lagrangian))
 
