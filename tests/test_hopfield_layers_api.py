@@ -320,3 +320,32 @@ def test_errors(getkey):
         hl.nn.Hopfield(8, association_activation="no_such_function", key=key)
     with pytest.raises(ValueError, match="`quantity`"):
         hl.nn.HopfieldPooling(8, quantity=0, key=key)
+
+
+def test_unlimited_steps_implicit_gradient(getkey):
+    # `update_steps_max=None` runs to the fixed point and differentiates it
+    # implicitly; backpropagation through enough steps gives the same gradient.
+    key = getkey()
+    x, y = _data((4, 8), (6, 8))
+
+    def make(steps):
+        layer = hl.nn.Hopfield(
+            8,
+            num_heads=2,
+            scaling=2.0,
+            update_steps_max=steps,
+            update_steps_eps=1e-12,
+            key=key,
+        )
+        return _randomised(layer, 1)
+
+    @eqx.filter_jit
+    def grads(layers):
+        return [
+            eqx.filter_grad(lambda m: jnp.sum(m(x, y) ** 2))(layer) for layer in layers
+        ]
+
+    implicit, unrolled = grads([make(None), make(100)])
+    scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(unrolled))
+    for a, b in zip(jax.tree.leaves(implicit), jax.tree.leaves(unrolled)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-9 * scale)

@@ -136,8 +136,8 @@ def retrieve(
 ) -> Retrieval:
     r"""The association after the update steps, each head stopping on its own.
 
-    `steps_max[h] < 0` means no limit (then the loop is a `lax.while_loop`, which
-    reverse-mode autodiff cannot differentiate); otherwise a `lax.scan` of
+    `steps_max[h] < 0` means no limit (then the loop is a `lax.while_loop` and the
+    fixed point is differentiated implicitly); otherwise a `lax.scan` of
     `max(steps_max)` guarded steps. A head stops after `steps_max[h]` steps or when its
     association moved by at most `steps_eps[h]` (Frobenius norm) in one step.
     """
@@ -169,11 +169,42 @@ def retrieve(
 
     carry = (q, xi, steps, change, active)
     if any(m < 0 for m in steps_max):
-        carry = lax.while_loop(lambda c: jnp.any(c[-1]), step, carry)
-    else:
-        carry, _ = lax.scan(lambda c, _: (step(c), None), carry, length=max(steps_max))
+        return _unlimited(carry, step, k, scaling, mask, act)
+    carry, _ = lax.scan(lambda c, _: (step(c), None), carry, length=max(steps_max))
     q, xi, steps, change, _ = carry
     return Retrieval(q, xi, steps, change)
+
+
+# Iterations of the linear solve of the implicit gradient (a Neumann series; the
+# update's Jacobian at an attractor has spectral radius < 1).
+_NEUMANN_STEPS = 64
+
+
+def _unlimited(carry, step, k, scaling, mask, act) -> Retrieval:
+    r"""`update_steps_max=None`: a `lax.while_loop` to the fixed point
+    $\xi^\star = K^\top\nabla\mathcal{L}(\beta K\xi^\star)$, differentiated
+    implicitly (`lax.custom_root`): the gradient does not go through the loop."""
+
+    def update(q):
+        return jnp.einsum("hls,hsd->hld", act(masked_logits(q, k, scaling, mask)), k)
+
+    def solve(_, q0):
+        out = lax.while_loop(lambda c: jnp.any(c[-1]), step, (q0, *carry[1:]))
+        # (aux as floats: `custom_root` gives its aux a tangent)
+        return out[0], (out[2].astype(q0.dtype), out[3])
+
+    def tangent_solve(g, y):
+        # g(x) = (J - I) x with J the update's Jacobian: x = J x - y, iterated.
+        return lax.fori_loop(
+            0, _NEUMANN_STEPS, lambda _, x: g(x) + x - y, jnp.zeros_like(y)
+        )
+
+    q, (steps, change) = lax.custom_root(
+        lambda q: update(q) - q, carry[0], solve, tangent_solve, has_aux=True
+    )
+    xi = act(masked_logits(q, k, scaling, mask))
+    steps = lax.stop_gradient(steps).astype(jnp.int32)
+    return Retrieval(q, xi, steps, lax.stop_gradient(change))
 
 
 __all__ = ["association_fn", "energy", "layer_norm", "linear", "masked_logits"]

@@ -62,7 +62,8 @@ class Hopfield(eqx.Module):
       `num_heads`); default $1/\sqrt{\text{hidden\_size}}$ (1.0 when all patterns are
       static). Static.
     - `update_steps_max`: the most update steps per head (an int, `None` for no
-      limit, or one per head); 0 is one association, as in attention.
+      limit, or one per head); 0 is one association, as in attention. With `None`
+      the fixed point is differentiated implicitly (not through the steps).
     - `update_steps_eps`: a head stops once its association moved by at most this
       much (Frobenius norm) in one step; a number or one per head.
     - `normalize_stored_pattern`, `normalize_state_pattern`,
