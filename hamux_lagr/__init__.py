@@ -64,8 +64,9 @@ from .functional import (
 )
 
 
+# The layers and models are built from the names above.
 # isort: split
-from . import models as models
+from . import models as models, nn as nn
 
 
 __version__ = importlib.metadata.version("hamux_lagr")
