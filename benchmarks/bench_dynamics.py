@@ -42,7 +42,7 @@ import jax.numpy as jnp
 
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_memory import compare, interleaved, problem, row  # noqa: E402
+from bench_memory import B, compare, interleaved, problem, row  # noqa: E402
 
 import hamux_lagr as hl  # noqa: E402
 
@@ -110,7 +110,7 @@ def bench_memory_fixed_point(beta, reps):
     compare("2a. (hl.Anderson(3) / descend(dt=tau))", beta, t, "anderson", "cccp", None)
 
 
-def classifier(batch=256, seed=0):
+def classifier(batch=B, seed=0):
     k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
     ham = hl.HAM(
         {

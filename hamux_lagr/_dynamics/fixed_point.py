@@ -5,9 +5,9 @@ $\partial E/\partial g$ on the free neurons, equivalently a fixed point of the E
 $G(x) = x - \frac{\mathrm{d}t}{\tau}\,\partial E/\partial g$ for any step. With
 `dt = tau` on a leaky layer, $G(x) = -\partial E_\text{syn}/\partial g$ is the
 concave-convex update (Yuille & Rangarajan 2003; Ramsauer et al. 2020). The forward
-solve accelerates $G$ with Anderson's method (Anderson 1965; Walker & Ni 2011) under an
-energy safeguard; gradients follow from the implicit function theorem at the fixed
-point (Bai et al. 2019), with Optimistix and Lineax.
+solve iterates $G$ under an energy safeguard (`solvers.py`); gradients follow from an
+Optimistix adjoint: the implicit function theorem at the fixed point (Bai et al. 2019),
+its linear solve chosen from the HAM's structure, or an approximation (`adjoints.py`).
 """
 
 import equinox as eqx
@@ -169,35 +169,42 @@ def fixed_point(
     et al.'s $\Xi^\top\operatorname{softmax}(\beta\,\Xi x)$, which never raises the
     energy.
 
-    Methods (both safeguarded by the energy: an iterate whose energy is above the
-    last accepted one's is rejected, and the solve goes on from the last accepted
-    iterate with a plain step of $G$, halved each time a plain step is rejected too;
-    so the accepted energies never rise, the result's energy is never above the
-    start's, and it is the attractor the dynamics descend to, e.g. for separated
-    patterns the retrieved pattern):
+    Solvers (`solver=`, both safeguarded by the energy: an iterate whose energy is
+    not sufficiently below the last accepted one's is rejected, and the solve goes on
+    from the last accepted iterate with a shorter plain step of $G$; so the accepted
+    energies never rise, the result's energy is never above the start's, and it is
+    the attractor the dynamics descend to, e.g. for separated patterns the retrieved
+    pattern):
 
-    - `method="iterate"` (default): steps of $G$; while the residual grows from one
-      step to the next twice in a row (a state sliding away from a saddle, e.g. a
-      query drifting to a mixture of patterns), the over-relaxed step
-      $x + 2(G(x) - x)$. On the dense memory of `benchmarks/bench_dynamics.py` it
-      needs 3 / 13 evaluations of $\partial E/\partial g$ at beta 1 / 10, where the
-      concave-convex update `descend(dt=tau, tol=...)` needs 3 / 16, and 11 on a
-      3-layer classifier HAM where Euler steps of `dt = 0.1` need 150.
-    - `method="anderson"`: while the residual shrinks, Anderson acceleration of $G$
-      (Walker & Ni 2011) with the last `history` iterates: each new iterate is the
-      affine combination of the last ones that best cancels their steps. It takes
-      fewer evaluations where $G$ contracts slowly (9 instead of 11 on that HAM), but
-      each costs more bookkeeping: it pays off when evaluations are expensive.
+    - `hamux_lagr.SafeguardedIteration()` (default): steps of $G$, over-relaxed while
+      a state slides away from a saddle (e.g. a query drifting to a mixture of
+      patterns), shortened where $G$ steps too far for the curvature of the energy
+      (a distance memory, `similarity="l2"`). On the dense memory of
+      `benchmarks/bench_dynamics.py` it needs 3 / 14 evaluations of $\partial
+      E/\partial g$ at beta 1 / 10, where the concave-convex update
+      `descend(dt=tau, tol=...)` needs 3 / 16, and 11 on a 3-layer classifier HAM
+      where Euler steps of `dt = 0.1` need 150.
+    - `hamux_lagr.Anderson(history=3)`: Anderson acceleration of $G$ (Walker & Ni
+      2011). It takes fewer evaluations where $G$ contracts slowly, but each costs
+      more bookkeeping: it pays off when evaluations are expensive.
 
-    Gradients (reverse and forward mode) are by default implicit: at the fixed point
-    $x^\ast = G(x^\ast, \theta)$, the implicit function theorem gives
-    $\mathrm{d}x^\ast/\mathrm{d}\theta = (I - \partial_x G)^{-1}\partial_\theta G$
-    (Bai et al. 2019), solved matrix-free by `lineax.GMRES` through
-    `optimistix.ImplicitAdjoint`. Memory does not grow with the steps, and the
-    gradient does not vanish with them. They are the gradients of the exact fixed
-    point, so they are as accurate as the solve: use a `tol` well below the
-    accuracy you need. `adjoint="backprop"` backpropagates through the iterations
-    instead (`optimistix.RecursiveCheckpointAdjoint`).
+    Gradients (`adjoint=`, reverse and forward mode) are by default exact and
+    implicit (`optimistix.ImplicitAdjoint()`): at the fixed point $x^\ast = G(x^\ast,
+    \theta)$, the implicit function theorem gives $\mathrm{d}x^\ast/\mathrm{d}\theta
+    = (I - \partial_x G)^{-1}\partial_\theta G$ (Bai et al. 2019), one matrix-free
+    linear solve whatever the number of steps: conjugate gradients (`lineax.CG`)
+    where $\partial_x G$ is symmetric (every free layer an `LIdentity`, one `tau`:
+    e.g. a dense memory), GMRES otherwise, at a tolerance tied to `tol`. Memory does
+    not grow with the steps, and the gradient does not vanish with them. They are the
+    gradients of the exact fixed point, so they are as accurate as the solve: use a
+    `tol` well below the accuracy you need. For training, the approximate
+    `hamux_lagr.JacobianFreeAdjoint()` (Fung et al. 2022) and
+    `hamux_lagr.PhantomAdjoint(steps=k)` (Geng et al. 2021) skip the linear solve;
+    `optimistix.RecursiveCheckpointAdjoint()` backpropagates through the iterations.
+
+    The solve runs in the states' dtype promoted to at least float32 (bfloat16's
+    rounding cannot resolve the energy safeguard, and Lineax solves in float32 or
+    wider); the result is rounded back to the states' dtypes.
 
     It acts on **one sample** and is compiled with `eqx.filter_jit`; a batch is
     `jax.vmap` of it:
@@ -222,15 +229,17 @@ def fixed_point(
       0-d array); by default each layer's own `tau` (steps of one time constant).
       Layers with `leak=False` have no $-x$ term to balance the step: give them a
       smaller one, e.g. `dt=0.1`.
-    - `method`: `"iterate"` or `"anderson"` (see above).
-    - `history`: how many past iterates Anderson mixes, a positive int (`1` is the
-      plain map).
-    - `adjoint`: `"implicit"` (default), `"backprop"`, or any
-      `optimistix.AbstractAdjoint`, e.g. `optimistix.ImplicitAdjoint(linear_solver=
-      lineax.AutoLinearSolver(well_posed=True))` for a dense solve of a small HAM.
+    - `solver`: `hamux_lagr.SafeguardedIteration(...)` (the default) or
+      `hamux_lagr.Anderson(history=...)` (see above).
+    - `adjoint`: any `optimistix.AbstractAdjoint`: `optimistix.ImplicitAdjoint()` (the
+      default; with its default `lineax.AutoLinearSolver` the linear solve is chosen
+      as above, any other `linear_solver` is used as given),
+      `hamux_lagr.JacobianFreeAdjoint()`, `hamux_lagr.PhantomAdjoint(...)` or
+      `optimistix.RecursiveCheckpointAdjoint()`.
     - `throw`: if `True` (the default), a solve that does not converge within
-      `max_steps`, or meets a non-finite state, raises: a `ValueError` outside
-      `jax.jit`, an error at run time (`eqx.error_if`) under it. If `False` nothing
+      `max_steps`, or meets a non-finite state or energy (e.g. an energy with no
+      lower bound), raises: an error at run time (`eqx.branched_error_if`) naming
+      the outcome. If `False` nothing
       raises: the `Solution` says `converged=False` (or `finite=False`). Export with
       `throw=False` (`hamux_lagr.to_onnx`, `hamux_lagr.to_jax_export`): an exported
       model cannot run the error's host callback.
@@ -239,7 +248,9 @@ def fixed_point(
 
     A `hamux_lagr.Solution`: the fixed point `xs` (the last accepted iterate if it did
     not converge), `energies=None`, the iterations taken (`num_steps`), the
-    `residual` $\max|\partial E/\partial g|$ at `xs`, `converged` and `finite`.
+    `residual` $\max|\partial E/\partial g|$ at `xs` (of the solve, before rounding
+    to a half-precision dtype) and the `result` (`successful`, `max_steps_reached`,
+    `nonfinite`, `nonfinite_parameter`; `converged` and `finite`).
     """
     if not isinstance(ham, HAM):
         raise TypeError(

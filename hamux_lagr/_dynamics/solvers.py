@@ -42,21 +42,22 @@ class AbstractSafeguardedSolver(eqx.Module):
     `hamux_lagr.SafeguardedIteration` and `hamux_lagr.Anderson`.
 
     An iterate is accepted if its energy is not above the last accepted one's (up to
-    rounding); the solve stops at the first accepted iterate with residual
-    $\max|\partial E/\partial g| <$ `tol`, or with a non-finite energy or state.
-    After an accepted plain step $y + s\,(G(y) - y)$ the next step length $s$ is:
+    rounding) and, for a plain step $y + s\,(G(y) - y)$, lower by at least a quarter
+    of what the slope of the energy along the step promises (Armijo's sufficient
+    decrease; the slope is exact on `LIdentity` layers, where it is
+    $-s\,\frac{\mathrm{d}t}{\tau}|\partial E/\partial g|^2$, and not counted on the
+    others): a step too long for the curvature of the energy (the Euler map of a
+    distance memory steps twice too far) is shortened before it leaves the basin of
+    the attractor the dynamics descend to. The solve stops at the first accepted
+    iterate with residual $\max|\partial E/\partial g| <$ `tol`, or with a non-finite
+    energy or state.
 
-    - shortened to $s / (1 + c)$ where the new step points back along the last one,
-      $\langle f_\text{new}, f\rangle = -c\,|f|^2$ with $c > 1/10$ (the iteration
-      oscillates about the fixed point: the secant estimate of the step that lands
-      on it);
-    - doubled, up to `max_relaxation`, while the residual grows after two plain steps
-      in a row as the energy falls (the state slides away from a saddle);
-    - otherwise kept (at most 1).
-
-    A rejected iterate is retried from the last accepted one with a plain step of
-    length 1 if the rejected step was longer, else half of it. So the accepted
-    energies never rise and the result's energy is never above the start's.
+    After an accepted plain step the next step length is doubled, up to
+    `max_relaxation`, when the residual grew after two plain steps in a row (the
+    state slides away from a saddle), and otherwise kept (at most 1). A rejected
+    iterate is retried from the last accepted one with a plain step of length 1 if
+    the rejected step was longer, else half of it. So the accepted energies never
+    rise and the result's energy is never above the start's.
     """
 
     max_relaxation: eqx.AbstractVar[float]
@@ -95,25 +96,15 @@ class AbstractSafeguardedSolver(eqx.Module):
         slack = 64 * eps * (1 + jnp.abs(state.e_acc))
         first = state.evals == 0
         contracting = res < state.res_acc
-        descended = energy < state.e_acc - slack
         one = jnp.ones((), state.scale.dtype)
-        # A plain step whose new step points back along the last one overshot the
-        # fixed point (the iteration would oscillate about it, or jump to another
-        # basin): it is retried from the last accepted iterate, shortened to the
-        # secant estimate of the step that lands on the fixed point.
-        back = -jnp.vdot(f, state.f_acc).astype(state.scale.dtype)
-        size = jnp.vdot(state.f_acc, state.f_acc).astype(state.scale.dtype)
-        c = jnp.where(size > 0, back / jnp.where(size > 0, size, 1), 0)
-        overshot = state.plain & ~first & (c > 0.1)
         # Sufficient decrease (Armijo): a plain step of length `s` must lower the
         # energy by at least a quarter of what its slope promises, so a step too
         # long for the curvature is shortened before it leaves the basin.
         promised = jnp.where(state.plain, _ARMIJO * state.scale * state.slope_acc, 0)
-        lower = first | (energy <= state.e_acc + slack + promised)
-        accept = lower & (~overshot | (res < state.tol))
-        # A plain step that made the residual grow while the energy fell: the state
-        # slides away from a saddle; twice in a row, over-relax.
-        grew = state.plain & ~contracting & ~first & descended
+        accept = first | (energy <= state.e_acc + slack + promised)
+        # A plain step that made the residual grow: the state slides away from a
+        # saddle; twice in a row, over-relax.
+        grew = state.plain & ~contracting & ~first
         sliding = grew & state.grew
         keep = accept & ~sliding
         slot = jnp.where(keep, state.slot, 0)
@@ -126,14 +117,10 @@ class AbstractSafeguardedSolver(eqx.Module):
             jnp.where(
                 sliding, jnp.minimum(2 * state.scale, self.max_relaxation), short
             ),
+            # A rejected Anderson step is retried as a plain step; a rejected plain
+            # step with a shorter one.
             jnp.where(
-                lower,
-                short / (1 + c),
-                # A rejected Anderson step is retried as a plain step; a rejected
-                # plain step with a shorter one.
-                jnp.where(
-                    state.plain, jnp.where(state.scale > 1, one, state.scale / 2), short
-                ),
+                state.plain, jnp.where(state.scale > 1, one, state.scale / 2), short
             ),
         )
         candidate = y_new + scale.astype(y.dtype) * f_new
@@ -225,12 +212,11 @@ class SafeguardedIteration(AbstractSafeguardedSolver):
 
     Each iterate is $x + s\,(G(x) - x)$: $s = 1$ (a plain step of $G$, with the
     default `dt = tau` the concave-convex update of Yuille & Rangarajan 2003 and
-    Ramsauer et al. 2020) unless the iteration oscillates (then $s$ shrinks to the
-    secant estimate of the step that lands on the fixed point) or slides away from
-    a saddle (then $s$ doubles, up to `max_relaxation`). An iterate whose energy is
-    above the last accepted one's is rejected and retried with a shorter step. So the
-    energy of the result is never above the start's, and it is the attractor the
-    dynamics descend to.
+    Ramsauer et al. 2020) unless the state slides away from a saddle (then $s$
+    doubles, up to `max_relaxation`). An iterate whose energy is not sufficiently
+    below the last accepted one's is rejected and retried with a shorter step (see
+    the safeguard above). So the energy of the result is never above the start's,
+    and it is the attractor the dynamics descend to.
 
     **Arguments:**
 
