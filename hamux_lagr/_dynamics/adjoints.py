@@ -62,7 +62,7 @@ def structured_implicit_adjoint(
     if symmetric:
         inner = lx.CG(rtol=rtol, atol=rtol, max_steps=256)
     else:
-        inner = lx.GMRES(rtol=rtol, atol=rtol, restart=20, stagnation_iters=20)
+        inner = lx.GMRES(rtol=rtol, atol=rtol, restart=5, stagnation_iters=20)
     return optx.ImplicitAdjoint(linear_solver=_RelativeTolerance(inner))
 
 
