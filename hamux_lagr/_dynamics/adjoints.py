@@ -109,6 +109,8 @@ class JacobianFreeAdjoint(optx.AbstractAdjoint):
     """
 
     def apply(self, primal_fn, rewrite_fn, inputs, tags):
+        """Runs the solve without gradients, then one step of the map from its
+        fixed point, whose derivatives the fixed point takes."""
         del tags
         return _unrolled(primal_fn, rewrite_fn, inputs, 1, 1.0)
 
@@ -147,5 +149,7 @@ class PhantomAdjoint(optx.AbstractAdjoint):
             )
 
     def apply(self, primal_fn, rewrite_fn, inputs, tags):
+        """Runs the solve without gradients, then `steps` damped steps of the map from
+        its fixed point, whose derivatives the fixed point takes."""
         del tags
         return _unrolled(primal_fn, rewrite_fn, inputs, self.steps, self.damping)

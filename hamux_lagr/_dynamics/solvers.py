@@ -67,6 +67,8 @@ class AbstractSafeguardedSolver(eqx.Module):
         """How many accepted iterates the mixture combines (1: plain steps)."""
 
     def init(self, y: Array, energy_dtype, tol: float) -> _State:
+        """The solver's state before the first step, from the start `y` (one flat
+        vector), the dtype of the energy and the residual to stop at, `tol`."""
         m = self._history()
         size = m if m > 1 else 0
         stack = jnp.zeros((size, *y.shape), y.dtype)
@@ -89,6 +91,8 @@ class AbstractSafeguardedSolver(eqx.Module):
         )
 
     def step(self, fn, y: Array, args, state: _State) -> tuple[Array, _State]:
+        """Evaluates `fn(y, args) = (G(y), (energy, residual, slope))` at the candidate
+        `y`, accepts or rejects it, and returns the next candidate and state."""
         m = self._history()
         g, (energy, res, slope) = fn(y, args)
         f = g - y
