@@ -276,6 +276,12 @@ def test_memory_of_implicit_gradients_does_not_grow_with_max_steps():
 
     small, large = temp_bytes(fixed(10), patterns), temp_bytes(fixed(1000), patterns)
     assert large <= 1.5 * small
+
+    # Nor does the forward solve's.
+    def solve(max_steps):
+        return lambda q: hl.fixed_point(mem, {"v": q}, max_steps=max_steps, throw=False)
+
+    assert temp_bytes(solve(1000), q) <= 1.5 * temp_bytes(solve(10), q)
     # Backprop through the steps stores every step.
     assert temp_bytes(steps(1000), patterns) > 20 * temp_bytes(steps(10), patterns)
 
