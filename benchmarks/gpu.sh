@@ -4,7 +4,9 @@
 # on one H100 (one sample per row: --quick everywhere).
 #
 #   benchmarks/gpu.sh            # on the GPU machine, from the repository root
-#   benchmarks/gpu.sh --small    # shrunken sizes, to check the script on a CPU
+#   benchmarks/gpu.sh --small    # shrunken sizes (K=128, D=64, B=32), to check the
+#                                # script on a CPU (about 6 minutes on 2 loaded cores;
+#                                # at these sizes overheads dominate: ignore the targets)
 #
 # Ratios are measured in one process, interleaved; compare a GPU's ratios with a CPU's,
 # never its times.

@@ -116,8 +116,10 @@ def _solve(ham, x0, masks, rates, *, tol, max_steps, solver, adjoint, throw):
     args = (ham, x0, rates)
     fn = eqx.filter_closure_convert(euler_map, flat0, args)
     symmetric = _is_symmetric(ham, masks)
-    if isinstance(adjoint, optx.ImplicitAdjoint) and isinstance(
-        adjoint.linear_solver, lx.AutoLinearSolver
+    # Optimistix's default linear solver (which would materialise the Jacobian for
+    # these tags): choose a matrix-free one from the structure.
+    if isinstance(adjoint, optx.ImplicitAdjoint) and adjoint.linear_solver == (
+        lx.AutoLinearSolver(well_posed=None)
     ):
         adjoint = structured_implicit_adjoint(symmetric, tol, work)
     inputs = (fn, solver, flat0, args, tol, max_steps)
@@ -232,8 +234,9 @@ def fixed_point(
     - `solver`: `hamux_lagr.SafeguardedIteration(...)` (the default) or
       `hamux_lagr.Anderson(history=...)` (see above).
     - `adjoint`: any `optimistix.AbstractAdjoint`: `optimistix.ImplicitAdjoint()` (the
-      default; with its default `lineax.AutoLinearSolver` the linear solve is chosen
-      as above, any other `linear_solver` is used as given),
+      default; with its default `lineax.AutoLinearSolver(well_posed=None)` the linear
+      solve is chosen as above, any other `linear_solver` is used as given, e.g.
+      `lineax.AutoLinearSolver(well_posed=True)` for a dense solve of a small HAM),
       `hamux_lagr.JacobianFreeAdjoint()`, `hamux_lagr.PhantomAdjoint(...)` or
       `optimistix.RecursiveCheckpointAdjoint()`.
     - `throw`: if `True` (the default), a solve that does not converge within
