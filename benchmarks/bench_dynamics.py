@@ -4,17 +4,24 @@ Runs are interleaved in one process; each row gives median times and the median 
 per-round ratios (see `bench_memory.py`, whose problem and timing helpers this reuses).
 
 2. Time to a fixed point (max |dE/dg| < 1e-4), `hl.fixed_point` with its defaults
-   (and `method="anderson"`, for information):
+   (and `solver=hl.Anderson(3)`, for information):
    a. on the dense memory of `bench_memory.py` (K=1024, D=784, B=256, float32), against
       the concave-convex update `descend(dt=tau, tol=1e-4)` (target <= 1.0), at beta
       1 and 10 (and 30, for information); the energy-gradient evaluations are printed;
    b. on a 3-layer HAM like the classifier notebook's (a clamped 64-pixel image, 128
       ReLU hidden neurons, 10 softmax labels; B=256), against Euler steps of
       `dt=0.1` stopped with the same `tol` (target <= 0.25).
-3. A training step through the dynamics (`value_and_grad` of a reconstruction loss
-   w.r.t. the patterns): `fixed_point` with implicit gradients against backprop through
-   `descend(dt=tau)` with as many steps as the slowest query needs to converge: time
-   and compiled temporary memory, both ratios (for information).
+3. A training step through the dynamics (`value_and_grad` of a loss w.r.t. the
+   parameters): `fixed_point` with its exact implicit gradients (the default
+   `optimistix.ImplicitAdjoint()`; targets), and with the approximate
+   `hl.JacobianFreeAdjoint()` and `hl.PhantomAdjoint(steps=5, damping=0.5)` (for
+   information), against backprop through as many steps as the slowest sample needs
+   to converge; time, and compiled temporary memory (implicit / backprop):
+   a. the dense memory's reconstruction loss w.r.t. the patterns, against
+      `descend(dt=tau)` (targets: beta 1 <= 1.5, beta 10 <= 0.8, memory at beta 10
+      <= 0.5);
+   b. the 3-layer HAM's cross-entropy w.r.t. all its parameters, against Euler
+      `dt=0.1` (target <= 1.0).
 4. The Energy Transformer at its reference configuration (197 tokens of 768, 12 heads
    of 64, 3072 ReLU memories, float32), 12 steps of 0.1: `descend` on a `leak=False`
    layer-norm layer against the reference code's own jitted loop,
@@ -35,7 +42,7 @@ import jax.numpy as jnp
 
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_memory import compare, interleaved, problem, row  # noqa: E402
+from bench_memory import B, compare, interleaved, problem, row  # noqa: E402
 
 import hamux_lagr as hl  # noqa: E402
 
@@ -58,7 +65,9 @@ def bench_memory_fixed_point(beta, reps):
     ham, _, queries, _ = problem(beta)
     fixed = jax.jit(jax.vmap(lambda q: hl.fixed_point(ham, {"v": q}, tol=TOL)))
     anderson = jax.jit(
-        jax.vmap(lambda q: hl.fixed_point(ham, {"v": q}, tol=TOL, method="anderson"))
+        jax.vmap(
+            lambda q: hl.fixed_point(ham, {"v": q}, tol=TOL, solver=hl.Anderson(3))
+        )
     )
     cccp = jax.jit(
         jax.vmap(
@@ -98,12 +107,10 @@ def bench_memory_fixed_point(beta, reps):
         "cccp",
         target,
     )
-    compare(
-        "2a. (method='anderson' / descend(dt=tau))", beta, t, "anderson", "cccp", None
-    )
+    compare("2a. (hl.Anderson(3) / descend(dt=tau))", beta, t, "anderson", "cccp", None)
 
 
-def classifier(batch=256, seed=0):
+def classifier(batch=B, seed=0):
     k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
     ham = hl.HAM(
         {
@@ -136,7 +143,7 @@ def bench_ham_fixed_point(reps):
     anderson = jax.jit(
         jax.vmap(
             lambda im: hl.fixed_point(
-                ham, start(im), tol=TOL, clamp=clamp, method="anderson"
+                ham, start(im), tol=TOL, clamp=clamp, solver=hl.Anderson(3)
             )
         )
     )
@@ -174,6 +181,73 @@ def temp_mib(fn, *args):
     return analysis.temp_size_in_bytes / 2**20
 
 
+ADJOINTS = {
+    "implicit": None,  # the default, `optimistix.ImplicitAdjoint()`
+    "jacobian-free": hl.JacobianFreeAdjoint(),
+    "phantom": hl.PhantomAdjoint(steps=5, damping=0.5),
+}
+
+
+def cosine(a, b):
+    a = jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(a)])
+    b = jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(b)])
+    return float(jnp.vdot(a, b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b)))
+
+
+def fixed_point_states(adjoint, **kwargs):
+    if adjoint is not None:
+        kwargs["adjoint"] = adjoint
+    return lambda h, x: hl.fixed_point(h, x, tol=TOL, **kwargs).xs
+
+
+def compare_training(label, beta, fns, args, reps, steps):
+    outs = {k: f(*args) for k, f in fns.items()}
+    losses = {k: float(v[0]) for k, v in outs.items()}
+    assert all(
+        abs(v - losses["backprop"]) < 1e-2 * abs(losses["backprop"]) + 1e-6
+        for v in losses.values()
+    ), losses
+    cosines = ", ".join(
+        f"{k} {cosine(outs[k][1], outs['implicit'][1]):.4f}"
+        for k in fns
+        if k != "implicit"
+    )
+    print(
+        f"   {label} beta={beta:g}: backprop through {steps} steps; gradient "
+        f"cosine with the exact implicit one: {cosines}"
+    )
+    t = interleaved({k: (lambda f=f: f(*args)) for k, f in fns.items()}, reps)
+    for name in ADJOINTS:
+        target = TARGETS.get((label, beta, name))
+        compare(
+            f"3. {label}: {name} / backprop ({steps} steps)",
+            beta,
+            t,
+            name,
+            "backprop",
+            target,
+        )
+    mem = {k: temp_mib(f, *args) for k, f in fns.items()}
+    target = TARGETS.get((label, beta, "memory"))
+    row(
+        f"3. {label} (compiled temp memory)",
+        beta,
+        mem["implicit"],
+        mem["backprop"],
+        target,
+        "MiB",
+    )
+
+
+# (training problem, beta, adjoint) -> target ratio against backprop
+TARGETS = {
+    ("dense memory", 1.0, "implicit"): 1.5,
+    ("dense memory", 10.0, "implicit"): 0.8,
+    ("dense memory", 10.0, "memory"): 0.5,
+    ("3-layer HAM", 0.0, "implicit"): 1.0,
+}
+
+
 def bench_training(beta, reps):
     ham, patterns, queries, clean = problem(beta)
     cccp = jax.jit(
@@ -190,29 +264,55 @@ def bench_training(beta, reps):
         xs = jax.vmap(lambda q: retrieve(h, {"v": q}))(queries)
         return jnp.mean((xs["v"] - clean) ** 2)
 
-    def implicit(h, x):
-        return hl.fixed_point(h, x, tol=TOL).xs
-
     def backprop(h, x):
         return hl.descend(h, x, steps=steps, dt=1.0, trace=False).xs
 
+    retrieves = {k: fixed_point_states(a) for k, a in ADJOINTS.items()}
+    retrieves["backprop"] = backprop
     fns = {
         name: jax.jit(jax.value_and_grad(lambda p, r=r: loss(p, r)))
-        for name, r in (("implicit", implicit), ("backprop", backprop))
+        for name, r in retrieves.items()
     }
-    (l1, g1), (l2, g2) = fns["implicit"](patterns), fns["backprop"](patterns)
-    assert jnp.allclose(l1, l2, rtol=1e-2), "losses differ"
-    cos = jnp.sum(g1 * g2) / (jnp.linalg.norm(g1) * jnp.linalg.norm(g2))
-    print(
-        f"   beta={beta:g}: backprop through {steps} steps; gradient cosine {cos:.4f}"
+    compare_training("dense memory", beta, fns, (patterns,), reps, steps)
+
+
+def bench_ham_training(reps):
+    ham, images = classifier()
+    labels = jax.random.randint(jax.random.key(1), (images.shape[0],), 0, 10)
+    clamp = {"image": True}
+
+    def start(image):
+        xs = ham.init_states()
+        xs["image"] = image
+        return xs
+
+    euler = jax.jit(
+        jax.vmap(
+            lambda im: hl.descend(
+                ham, start(im), steps=10_000, dt=0.1, tol=TOL, clamp=clamp, trace=False
+            )
+        )
     )
-    t = interleaved({k: (lambda f=f: f(patterns)) for k, f in fns.items()}, reps)
-    name = f"3. training step: implicit / backprop ({steps} steps)"
-    compare(name, beta, t, "implicit", "backprop", None)
-    mem = {k: temp_mib(f, patterns) for k, f in fns.items()}
-    row(
-        "3. (compiled temp memory)", beta, mem["implicit"], mem["backprop"], None, "MiB"
-    )
+    steps = int(jnp.max(euler(images).num_steps))
+    params, static = eqx.partition(ham, eqx.is_inexact_array)
+
+    def loss(params, retrieve):
+        h = eqx.combine(params, static)
+        xs = jax.vmap(lambda im: retrieve(h, start(im)))(images)
+        beta = h.neurons["label"].lagrangian.beta
+        logp = jax.nn.log_softmax(beta * xs["label"])
+        return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], 1))
+
+    def backprop(h, x):
+        return hl.descend(h, x, steps=steps, dt=0.1, clamp=clamp, trace=False).xs
+
+    retrieves = {k: fixed_point_states(a, clamp=clamp) for k, a in ADJOINTS.items()}
+    retrieves["backprop"] = backprop
+    fns = {
+        name: jax.jit(jax.value_and_grad(lambda p, r=r: loss(p, r)))
+        for name, r in retrieves.items()
+    }
+    compare_training("3-layer HAM", 0.0, fns, (params,), reps, steps)
 
 
 # ----------------------------------------------------------------------------------
@@ -302,6 +402,7 @@ def main():
     if 3 in only:
         for beta in (1.0, 10.0):
             bench_training(beta, reps)
+        bench_ham_training(reps)
     if 4 in only:
         bench_energy_transformer(max(3, reps // 3))
 

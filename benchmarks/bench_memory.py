@@ -33,6 +33,7 @@ Run with `python benchmarks/bench_memory.py` (`--quick` for fewer repetitions, `
 """
 
 import argparse
+import os
 import statistics
 import time
 
@@ -44,7 +45,9 @@ from jax import lax
 import hamux_lagr as hl
 
 
-K, D, B = 1024, 784, 256
+# `HL_BENCH_SMALL=1` (`benchmarks/gpu.sh --small`) shrinks the problem, to try a run
+# on a CPU.
+K, D, B = (128, 64, 32) if os.environ.get("HL_BENCH_SMALL") else (1024, 784, 256)
 T_RETRIEVE, T_TRAIN, DT = 20, 10, 0.1
 TOL = 1e-4
 

@@ -7,9 +7,17 @@ layer's activation function and its Legendre transform is the layer's energy.
 import importlib.metadata
 
 from . import functional as functional
+from ._dynamics.adjoints import (
+    JacobianFreeAdjoint as JacobianFreeAdjoint,
+    PhantomAdjoint as PhantomAdjoint,
+)
 from ._dynamics.descend import descend as descend
 from ._dynamics.fixed_point import fixed_point as fixed_point
 from ._dynamics.solution import RESULTS as RESULTS, Solution as Solution
+from ._dynamics.solvers import (
+    Anderson as Anderson,
+    SafeguardedIteration as SafeguardedIteration,
+)
 from ._export.export import to_jax_export as to_jax_export, to_onnx as to_onnx
 from ._ham import HAM as HAM
 from ._lagrangians.base import Lagrangian as Lagrangian

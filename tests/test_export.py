@@ -240,12 +240,12 @@ def test_tol_stopped_descend_keeps_its_stop_rule(memory):
     assert relative_error(outs[2], refs[2]) <= 1e-5
 
 
-@pytest.mark.parametrize("method", ["anderson", "iterate"])
-def test_fixed_point_exports(memory, method):
+@pytest.mark.parametrize("solver", [hl.Anderson(history=3), hl.SafeguardedIteration()])
+def test_fixed_point_exports(memory, solver):
     ham, queries = memory
 
     def recall(q):
-        sol = hl.fixed_point(ham, {"v": q}, tol=1e-5, method=method, throw=False)
+        sol = hl.fixed_point(ham, {"v": q}, tol=1e-5, solver=solver, throw=False)
         return sol.xs["v"], sol.converged
 
     batched = jax.vmap(recall)

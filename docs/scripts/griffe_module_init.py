@@ -88,7 +88,9 @@ class ModuleInit(griffe.Extension):
             if inherited is not None and _LABEL not in inherited.labels:
                 continue  # a hand-written `__init__`, its own or a base class's
             if not any(
-                str(base).endswith(("Module", "Lagrangian", "Synapse"))
+                str(base).endswith(
+                    ("Module", "Lagrangian", "Synapse", "Adjoint", "Solver")
+                )
                 for base in cls.bases
             ):
                 continue

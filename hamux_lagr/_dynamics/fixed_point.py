@@ -5,289 +5,138 @@ $\partial E/\partial g$ on the free neurons, equivalently a fixed point of the E
 $G(x) = x - \frac{\mathrm{d}t}{\tau}\,\partial E/\partial g$ for any step. With
 `dt = tau` on a leaky layer, $G(x) = -\partial E_\text{syn}/\partial g$ is the
 concave-convex update (Yuille & Rangarajan 2003; Ramsauer et al. 2020). The forward
-solve accelerates $G$ with Anderson's method (Anderson 1965; Walker & Ni 2011) under an
-energy safeguard; gradients follow from the implicit function theorem at the fixed
-point (Bai et al. 2019), with Optimistix and Lineax.
+solve iterates $G$ under an energy safeguard (`solvers.py`); gradients follow from an
+Optimistix adjoint: the implicit function theorem at the fixed point (Bai et al. 2019),
+its linear solve chosen from the HAM's structure, or an approximation (`adjoints.py`).
 """
 
-from typing import Any
-
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import lineax as lx
 import numpy as np
 import optimistix as optx
 from jax.flatten_util import ravel_pytree
-from jaxtyping import Array, Bool, Float, Int, PyTree
+from jaxtyping import Array, Float
 
 from .._clamp import check_clamp, hold, residual
-from .._custom_types import Clamp, Masks, States, StatesLike
+from .._custom_types import Clamp, Masks, StatesLike
 from .._ham import HAM, prepare_states
+from .._lagrangians.polynomial import LIdentity
 from .._misc import all_finite, common_dtype
 from .._validation import positive_scalar, static_float, static_int
+from .adjoints import structured_implicit_adjoint, symmetric_tags
 from .solution import raise_if_failed, RESULTS, Solution
+from .solvers import AbstractSafeguardedSolver, SafeguardedIteration
 
 
 _WHERE = "fixed_point"
 
 
-def _tree_where(pred: Array, a: PyTree, b: PyTree) -> PyTree:
-    return jax.tree.map(lambda u, v: jnp.where(pred, u, v), a, b)
+def _primal(inputs):
+    """The forward solve: `solver` iterates `fn` from `y0` until its stop rule holds
+    or `max_steps` evaluations. Returns the fixed point and `(energy, residual,
+    evaluations)`."""
+    fn, solver, y0, args, tol, max_steps, while_loop = inputs
+    state = solver.init(y0, y0.dtype, tol)
+
+    def cond(carry):
+        return ~solver.terminate(carry[1])
+
+    def body(carry):
+        y, state = carry
+        return solver.step(fn, y, args, state)
+
+    _, state = while_loop(cond, body, (y0, state), max_steps=max_steps)
+    root, energy, res = solver.postprocess(state)
+    return root, (energy, res, state.evals)
 
 
-def _axpy(a: Array, x: PyTree, y: PyTree) -> PyTree:
-    """`y + a * x`, leaf by leaf, in each leaf's dtype."""
-    return jax.tree.map(lambda u, v: v + a.astype(v.dtype) * u, x, y)
+def _rewrite(root, residual, inputs):
+    """`G(y) - y`, zero at the fixed point: what the implicit function theorem
+    differentiates."""
+    del residual
+    fn, _, _, args, *_ = inputs
+    return fn(root, args)[0] - root
 
 
-class _State(eqx.Module):
-    ys: PyTree  # the last `history` accepted iterates, leading axis `history`
-    fs: PyTree  # their steps G(y) - y
-    count: Int[Array, ""]  # how many of them are valid
-    slot: Int[Array, ""]  # where the next one goes (a ring buffer)
-    y_acc: PyTree  # the last accepted iterate ...
-    f_acc: PyTree  # ... its step G(y) - y ...
-    e_acc: Float[Array, ""]  # ... its energy ...
-    res_acc: Float[Array, ""]  # ... and its residual max |dE/dg|
-    scale: Float[Array, ""]  # the multiple of the step G(y) - y taken
-    plain: Bool[Array, ""]  # whether the iterate being evaluated is a plain step
-    grew: Bool[Array, ""]  # whether the last plain step made the residual grow
-    evals: Int[Array, ""]
-    done: Bool[Array, ""]
+# `optimistix.implicit_jvp` wants plain global functions; a jaxtyping import hook (as
+# in the test suite) wraps them, as Optimistix itself notes for its own.
+_primal = getattr(_primal, "__wrapped__", _primal)
+_rewrite = getattr(_rewrite, "__wrapped__", _rewrite)
 
 
-# Over-relaxation: while the residual grows (the state escapes a saddle), the plain
-# step is doubled, up to this multiple. (On the dense memory at beta 10, where queries
-# slide to a mixture state, 2 takes the fewest steps; larger multiples overshoot.)
-_MAX_SCALE = 2.0
-
-
-class _SafeguardedAnderson(optx.AbstractFixedPointSolver):
-    """Accelerated iteration of the Euler map `G` of a HAM, safeguarded by its energy.
-
-    `fn(y, args)` returns `(G(y), (energy(y), residual(y)))`. An iterate is accepted if
-    its energy is not above the last accepted one's (up to rounding); if its residual
-    is then below `tol`, it is the answer. Otherwise the next iterate is:
-
-    - while the residual shrinks (a contraction towards the fixed point), the
-      Anderson mixture of the last `history` accepted iterates and their steps;
-    - while it grows after two plain steps in a row (the state slides away from a
-      saddle), the over-relaxed step `y + 2 (G(y) - y)`;
-    - after a rejection, a plain step from the last accepted iterate: of multiple 1,
-      or half the last one if that was at most 1.
-
-    With `history=1` and no growth phase this is the plain map `G` with backtracking.
-    """
-
-    tol: float
-    history: int
-    # Unused by this solver (its stop rule is `tol` on the residual), but part of
-    # Optimistix's solver interface.
-    rtol: float = 0.0
-    atol: float = 0.0
-    norm: Any = optx.max_norm
-
-    def init(self, fn, y, args, options, f_struct, aux_struct, tags) -> _State:
-        del fn, args, options, f_struct, tags
-        edtype = aux_struct[0].dtype
-        # (No history is kept for the plain map.)
-        size = self.history if self.history > 1 else 0
-        stack = jax.tree.map(lambda u: jnp.zeros((size, *u.shape), u.dtype), y)
-        inf = jnp.array(jnp.inf, edtype)
-        return _State(
-            ys=stack,
-            fs=stack,
-            count=jnp.array(0, jnp.int32),
-            slot=jnp.array(0, jnp.int32),
-            y_acc=y,
-            f_acc=jax.tree.map(jnp.zeros_like, y),
-            e_acc=inf,
-            res_acc=inf,
-            scale=jnp.array(1.0, edtype),
-            plain=jnp.array(True),
-            grew=jnp.array(False),
-            evals=jnp.array(0, jnp.int32),
-            done=jnp.array(False),
-        )
-
-    def step(self, fn, y, args, options, state: _State, tags):
-        del options, tags
-        g, (energy, res) = fn(y, args)
-        f = jax.tree.map(jnp.subtract, g, y)
-        eps = jnp.finfo(energy.dtype).eps
-        slack = 64 * eps * (1 + jnp.abs(state.e_acc))
-        first = state.evals == 0
-        accept = first | (energy <= state.e_acc + slack)
-        converged = accept & (res < self.tol)
-        contracting = res < state.res_acc
-        one = jnp.ones((), state.scale.dtype)
-        # Accepted and contracting: push (y, f) into the history and mix.
-        # Accepted and growing: restart the history at y, and over-relax.
-        # Rejected: restart the history at the last accepted iterate.
-        # A plain step that made the residual grow: the state slides away from a
-        # saddle. Otherwise (contracting, or an Anderson step) keep mixing.
-        grew = state.plain & ~contracting & ~first
-        sliding = grew & state.grew
-        keep = accept & ~sliding
-        slot = jnp.where(keep, state.slot, 0)
-        count = jnp.where(keep, jnp.minimum(state.count + 1, self.history), 1)
-        at = jnp.arange(self.history, dtype=jnp.int32) == slot
-        y_new = _tree_where(accept, y, state.y_acc)
-        f_new = _tree_where(accept, f, state.f_acc)
-
-        def push(h, u):
-            return jnp.where(at.reshape(-1, *([1] * u.ndim)), u[None], h)
-
-        if self.history > 1:
-            ys = jax.tree.map(push, state.ys, y_new)
-            fs = jax.tree.map(push, state.fs, f_new)
-        else:
-            ys, fs = state.ys, state.fs
-        scale = jnp.where(
-            accept,
-            jnp.where(sliding, jnp.minimum(2 * state.scale, _MAX_SCALE), one),
-            # A rejected Anderson step is retried as a plain step; a rejected plain
-            # step with a smaller one.
-            jnp.where(
-                state.plain, jnp.where(state.scale > 1, one, state.scale / 2), one
-            ),
-        )
-        plain = _axpy(scale, f_new, y_new)
-        mixing = keep & (count > 1) if self.history > 1 else jnp.array(False)
-        if self.history > 1:
-            mixed = self._mix(ys, fs, count, _axpy(one, f_new, y_new))
-            candidate = _tree_where(mixing, mixed, plain)
-        else:
-            candidate = plain
-        new_state = _State(
-            ys=ys,
-            fs=fs,
-            count=count,
-            slot=(slot + 1) % self.history,
-            y_acc=y_new,
-            f_acc=f_new,
-            e_acc=jnp.where(accept, energy, state.e_acc),
-            res_acc=jnp.where(accept, res, state.res_acc),
-            scale=scale,
-            plain=~mixing,
-            grew=jnp.where(accept, grew, state.grew),
-            evals=state.evals + 1,
-            # A non-finite accepted iterate (only the start can be one) ends the solve.
-            done=converged | (accept & ~(jnp.isfinite(energy) & all_finite(y))),
-        )
-        return _tree_where(converged, y, candidate), new_state, (energy, res)
-
-    def _mix(self, ys: PyTree, fs: PyTree, count: Array, base: PyTree) -> PyTree:
-        """The Anderson (type II) mixture `sum_i a_i G(y_i)`, with the affine weights
-        `a` minimising `|sum_i a_i f_i|` over the valid entries, written as
-        `base + sum_i a_i (G(y_i) - base)` with `base` the newest `G(y_i)`: neurons
-        that every `G` maps to the same value (clamped ones) keep it exactly."""
-        m = self.history
-        leaves = jax.tree.leaves(fs)
-        with jax.numpy_dtype_promotion("standard"):
-            work = jnp.result_type(jnp.float32, *leaves)
-        flat = [u.reshape(m, -1).astype(work) for u in leaves]
-        # Element-wise products and sums rather than `u @ u.T`: for a handful of
-        # rows, under `jax.vmap`, XLA fuses them where a batched matmul would not.
-        gram = sum(jnp.sum(u[:, None, :] * u[None, :, :], axis=-1) for u in flat)
-        assert isinstance(gram, Array)
-        valid = jnp.arange(m, dtype=jnp.int32) < count
-        both = valid[:, None] & valid[None, :]
-        eye = jnp.eye(m, dtype=work)
-        gram = jnp.where(both, gram, eye)
-        # Tikhonov regularisation relative to the Gram matrix's scale.
-        ridge = 1e3 * jnp.finfo(work).eps * jnp.maximum(jnp.max(jnp.diag(gram)), 1e-30)
-        z = _solve_spd(gram + ridge * eye, valid.astype(work))
-        alpha = jnp.where(valid, z / jnp.sum(z), 0)
-        alpha = jnp.where(jnp.all(jnp.isfinite(alpha)), alpha, 0)
-
-        def combine(y, f, b):
-            a = alpha.reshape(m, *([1] * b.ndim)).astype(b.dtype)
-            return b + jnp.sum(a * ((y + f) - b), axis=0)
-
-        return jax.tree.map(combine, ys, fs, base)
-
-    def terminate(self, fn, y, args, options, state: _State, tags):
-        del fn, y, args, options, tags
-        return state.done, optx.RESULTS.successful
-
-    def postprocess(self, fn, y, aux, args, options, state: _State, tags, result):
-        del fn, y, aux, args, options, tags, result
-        return state.y_acc, (state.e_acc, state.res_acc), {}
-
-
-def _solve_spd(a: Array, b: Array) -> Array:
-    """Solves the small symmetric positive definite system `a z = b` by Gaussian
-    elimination without pivoting, unrolled: under `jax.vmap` a few fused element-wise
-    operations, where a LAPACK call per sample would cost more than the solve."""
-    m = b.shape[0]
-    rows = [a[i] for i in range(m)]
-    rhs = [b[i] for i in range(m)]
-    for k in range(m):
-        for i in range(k + 1, m):
-            factor = rows[i][k] / rows[k][k]
-            rows[i] = rows[i] - factor * rows[k]
-            rhs[i] = rhs[i] - factor * rhs[k]
-    z = [jnp.zeros((), b.dtype)] * m
-    for i in reversed(range(m)):
-        acc = rhs[i]
-        for j in range(i + 1, m):
-            acc = acc - rows[i][j] * z[j]
-        z[i] = acc / rows[i][i]
-    return jnp.stack(z)
-
-
-def _euler_map(masks: Masks, rates: dict):
-    def fn(y: States, args) -> tuple[States, Any]:
-        ham, x0 = args
-        energy, dEdg = ham._energy_and_dEdg(y)
-        new = {name: y[name] - rates[name] * dEdg[name] for name in y}
-        # Clamped neurons map to their initial values (not to `y`), so that the
-        # implicit linear system stays non-singular and carries their tangents.
-        return hold(masks, x0, new), (energy, residual(masks, dEdg))
-
-    return fn
-
-
-def _linear_solver(xs: States) -> lx.AbstractLinearSolver:
-    tol = 1e-10 if jnp.finfo(common_dtype(xs)).bits >= 64 else 1e-5
-    return lx.GMRES(rtol=tol, atol=tol, restart=20, stagnation_iters=20)
+def _is_symmetric(ham: HAM, masks: Masks) -> bool:
+    """Whether `dG/dx` is symmetric: every free layer's state is its activation
+    (`LIdentity`, so `dE/dg` is the gradient of the energy in the states) and all
+    move at one rate (one `tau`)."""
+    free = [name for name in ham.neurons if masks[name] is not True]
+    return (
+        all(isinstance(ham.neurons[name].lagrangian, LIdentity) for name in free)
+        and len({ham.neurons[name].tau for name in free}) <= 1
+    )
 
 
 @eqx.filter_jit
-def _solve(ham, x0, masks, rates, *, tol, max_steps, history, adjoint, throw):
+def _solve(ham, x0, masks, rates, *, tol, max_steps, solver, adjoint, throw):
+    # The checks at the entry, once: every parameter of the model, reduced on the
+    # device to one boolean.
+    params_ok = all_finite(eqx.filter(ham, eqx.is_inexact_array))
+    dtypes = {name: x.dtype for name, x in x0.items()}
+    # The solve runs in at least float32: the energy safeguard needs to resolve
+    # energy differences (bfloat16's rounding is 1e-2), and Lineax's linear solves
+    # need float32 or wider.
+    work = common_dtype({"": jnp.float32, **dtypes})
+    x0 = {name: x.astype(work) for name, x in x0.items()}
+    rates = {name: rate.astype(work) for name, rate in rates.items()}
     # The solver sees one flat vector: its bookkeeping is then a few operations per
     # step, not a few per layer.
     flat0, unravel = ravel_pytree(x0)
-    step = _euler_map(masks, rates)
 
-    def fn(y, args):
-        ham, x0 = args
-        g, aux = step(unravel(y), (ham, x0))
-        return ravel_pytree(g)[0], aux
+    def euler_map(y, args):
+        ham, x0, rates = args
+        # Clamped neurons are read from (and mapped to) their initial values, not
+        # `y`: the implicit linear system stays non-singular, carries their tangents,
+        # and keeps the symmetry of `dG/dx` where the energy gives it.
+        xs = hold(masks, x0, unravel(y))
+        energy, dEdg = ham._energy_and_dEdg(xs)
+        new = hold(masks, x0, {n: xs[n] - rates[n] * dEdg[n] for n in xs})
+        # The slope of the energy along the step, d/ds E(x + s (G(x) - x)) at 0,
+        # where it is known exactly: on layers whose state is their activation.
+        slope = sum(
+            (jnp.vdot(dEdg[n], new[n] - xs[n]) for n in identity),
+            jnp.zeros((), energy.dtype),
+        )
+        return ravel_pytree(new)[0], (energy, residual(masks, dEdg), slope)
 
-    sol = optx.fixed_point(
-        fn,
-        _SafeguardedAnderson(tol=tol, history=history),
-        flat0,
-        (ham, x0),
-        has_aux=True,
-        max_steps=max_steps,
-        adjoint=adjoint,
-        throw=False,
+    identity = [
+        name
+        for name, layer in ham.neurons.items()
+        if isinstance(layer.lagrangian, LIdentity) and masks[name] is not True
+    ]
+    args = (ham, x0, rates)
+    fn = eqx.filter_closure_convert(euler_map, flat0, args)
+    symmetric = _is_symmetric(ham, masks)
+    # Optimistix's default linear solver (which would materialise the Jacobian for
+    # these tags): choose a matrix-free one from the structure.
+    if isinstance(adjoint, optx.ImplicitAdjoint) and adjoint.linear_solver == (
+        lx.AutoLinearSolver(well_posed=None)
+    ):
+        adjoint = structured_implicit_adjoint(symmetric, tol, work)
+    inputs = (fn, solver, flat0, args, tol, max_steps)
+    root, (energy, res, evals) = adjoint.apply(
+        _primal, _rewrite, inputs, symmetric_tags(symmetric)
     )
-    _, res = sol.aux
-    final = unravel(sol.value)
-    params_ok = all_finite(eqx.filter(ham, eqx.is_inexact_array))
-    finite = (sol.result != optx.RESULTS.nonfinite) & all_finite(final)
-    finite = finite & jnp.isfinite(res)
-    num_steps = jnp.asarray(sol.stats["num_steps"]).astype(jnp.int32)
+    final = {name: x.astype(dtypes[name]) for name, x in unravel(root).items()}
+    finite = jnp.isfinite(energy) & jnp.isfinite(res) & all_finite(root)
     result = RESULTS.where(res < tol, RESULTS.successful, RESULTS.max_steps_reached)
     result = RESULTS.where(finite, result, RESULTS.nonfinite)
     result = RESULTS.where(params_ok, result, RESULTS.nonfinite_parameter)
     solution = Solution(
-        xs=final, energies=None, num_steps=num_steps, residual=res, result=result
+        xs=final,
+        energies=None,
+        num_steps=evals.astype(jnp.int32),
+        residual=res.astype(common_dtype(dtypes)),
+        result=result,
     )
     if throw:
         solution = raise_if_failed(_WHERE, solution)
@@ -302,9 +151,8 @@ def fixed_point(
     max_steps: int | np.integer = 1000,
     clamp: Clamp | None = None,
     dt: float | int | Float[Array, ""] | np.floating | None = None,
-    method: str = "iterate",
-    history: int | np.integer = 3,
-    adjoint: str | optx.AbstractAdjoint = "implicit",
+    solver: AbstractSafeguardedSolver = SafeguardedIteration(),
+    adjoint: optx.AbstractAdjoint = optx.ImplicitAdjoint(),
     throw: bool = True,
 ) -> Solution:
     r"""Finds the fixed point the dynamics of a HAM descend to, for one sample.
@@ -323,35 +171,42 @@ def fixed_point(
     et al.'s $\Xi^\top\operatorname{softmax}(\beta\,\Xi x)$, which never raises the
     energy.
 
-    Methods (both safeguarded by the energy: an iterate whose energy is above the
-    last accepted one's is rejected, and the solve goes on from the last accepted
-    iterate with a plain step of $G$, halved each time a plain step is rejected too;
-    so the accepted energies never rise, the result's energy is never above the
-    start's, and it is the attractor the dynamics descend to, e.g. for separated
-    patterns the retrieved pattern):
+    Solvers (`solver=`, both safeguarded by the energy: an iterate whose energy is
+    not sufficiently below the last accepted one's is rejected, and the solve goes on
+    from the last accepted iterate with a shorter plain step of $G$; so the accepted
+    energies never rise, the result's energy is never above the start's, and it is
+    the attractor the dynamics descend to, e.g. for separated patterns the retrieved
+    pattern):
 
-    - `method="iterate"` (default): steps of $G$; while the residual grows from one
-      step to the next twice in a row (a state sliding away from a saddle, e.g. a
-      query drifting to a mixture of patterns), the over-relaxed step
-      $x + 2(G(x) - x)$. On the dense memory of `benchmarks/bench_dynamics.py` it
-      needs 3 / 13 evaluations of $\partial E/\partial g$ at beta 1 / 10, where the
-      concave-convex update `descend(dt=tau, tol=...)` needs 3 / 16, and 11 on a
-      3-layer classifier HAM where Euler steps of `dt = 0.1` need 150.
-    - `method="anderson"`: while the residual shrinks, Anderson acceleration of $G$
-      (Walker & Ni 2011) with the last `history` iterates: each new iterate is the
-      affine combination of the last ones that best cancels their steps. It takes
-      fewer evaluations where $G$ contracts slowly (9 instead of 11 on that HAM), but
-      each costs more bookkeeping: it pays off when evaluations are expensive.
+    - `hamux_lagr.SafeguardedIteration()` (default): steps of $G$, over-relaxed while
+      a state slides away from a saddle (e.g. a query drifting to a mixture of
+      patterns), shortened where $G$ steps too far for the curvature of the energy
+      (a distance memory, `similarity="l2"`). On the dense memory of
+      `benchmarks/bench_dynamics.py` it needs 3 / 14 evaluations of $\partial
+      E/\partial g$ at beta 1 / 10, where the concave-convex update
+      `descend(dt=tau, tol=...)` needs 3 / 16, and 11 on a 3-layer classifier HAM
+      where Euler steps of `dt = 0.1` need 150.
+    - `hamux_lagr.Anderson(history=3)`: Anderson acceleration of $G$ (Walker & Ni
+      2011). It takes fewer evaluations where $G$ contracts slowly, but each costs
+      more bookkeeping: it pays off when evaluations are expensive.
 
-    Gradients (reverse and forward mode) are by default implicit: at the fixed point
-    $x^\ast = G(x^\ast, \theta)$, the implicit function theorem gives
-    $\mathrm{d}x^\ast/\mathrm{d}\theta = (I - \partial_x G)^{-1}\partial_\theta G$
-    (Bai et al. 2019), solved matrix-free by `lineax.GMRES` through
-    `optimistix.ImplicitAdjoint`. Memory does not grow with the steps, and the
-    gradient does not vanish with them. They are the gradients of the exact fixed
-    point, so they are as accurate as the solve: use a `tol` well below the
-    accuracy you need. `adjoint="backprop"` backpropagates through the iterations
-    instead (`optimistix.RecursiveCheckpointAdjoint`).
+    Gradients (`adjoint=`, reverse and forward mode) are by default exact and
+    implicit (`optimistix.ImplicitAdjoint()`): at the fixed point $x^\ast = G(x^\ast,
+    \theta)$, the implicit function theorem gives $\mathrm{d}x^\ast/\mathrm{d}\theta
+    = (I - \partial_x G)^{-1}\partial_\theta G$ (Bai et al. 2019), one matrix-free
+    linear solve whatever the number of steps: conjugate gradients (`lineax.CG`)
+    where $\partial_x G$ is symmetric (every free layer an `LIdentity`, one `tau`:
+    e.g. a dense memory), GMRES otherwise, at a tolerance tied to `tol`. Memory does
+    not grow with the steps, and the gradient does not vanish with them. They are the
+    gradients of the exact fixed point, so they are as accurate as the solve: use a
+    `tol` well below the accuracy you need. For training, the approximate
+    `hamux_lagr.JacobianFreeAdjoint()` (Fung et al. 2022) and
+    `hamux_lagr.PhantomAdjoint(steps=k)` (Geng et al. 2021) skip the linear solve;
+    `optimistix.RecursiveCheckpointAdjoint()` backpropagates through the iterations.
+
+    The solve runs in the states' dtype promoted to at least float32 (bfloat16's
+    rounding cannot resolve the energy safeguard, and Lineax solves in float32 or
+    wider); the result is rounded back to the states' dtypes.
 
     It acts on **one sample** and is compiled with `eqx.filter_jit`; a batch is
     `jax.vmap` of it:
@@ -376,15 +231,18 @@ def fixed_point(
       0-d array); by default each layer's own `tau` (steps of one time constant).
       Layers with `leak=False` have no $-x$ term to balance the step: give them a
       smaller one, e.g. `dt=0.1`.
-    - `method`: `"iterate"` or `"anderson"` (see above).
-    - `history`: how many past iterates Anderson mixes, a positive int (`1` is the
-      plain map).
-    - `adjoint`: `"implicit"` (default), `"backprop"`, or any
-      `optimistix.AbstractAdjoint`, e.g. `optimistix.ImplicitAdjoint(linear_solver=
-      lineax.AutoLinearSolver(well_posed=True))` for a dense solve of a small HAM.
+    - `solver`: `hamux_lagr.SafeguardedIteration(...)` (the default) or
+      `hamux_lagr.Anderson(history=...)` (see above).
+    - `adjoint`: any `optimistix.AbstractAdjoint`: `optimistix.ImplicitAdjoint()` (the
+      default; with its default `lineax.AutoLinearSolver(well_posed=None)` the linear
+      solve is chosen as above, any other `linear_solver` is used as given, e.g.
+      `lineax.AutoLinearSolver(well_posed=True)` for a dense solve of a small HAM),
+      `hamux_lagr.JacobianFreeAdjoint()`, `hamux_lagr.PhantomAdjoint(...)` or
+      `optimistix.RecursiveCheckpointAdjoint()`.
     - `throw`: if `True` (the default), a solve that does not converge within
-      `max_steps`, or meets a non-finite state, raises: a `ValueError` outside
-      `jax.jit`, an error at run time (`eqx.error_if`) under it. If `False` nothing
+      `max_steps`, or meets a non-finite state or energy (e.g. an energy with no
+      lower bound), raises: an error at run time (`eqx.branched_error_if`) naming
+      the outcome. If `False` nothing
       raises: the `Solution` says `converged=False` (or `finite=False`). Export with
       `throw=False` (`hamux_lagr.to_onnx`, `hamux_lagr.to_jax_export`): an exported
       model cannot run the error's host callback.
@@ -393,7 +251,9 @@ def fixed_point(
 
     A `hamux_lagr.Solution`: the fixed point `xs` (the last accepted iterate if it did
     not converge), `energies=None`, the iterations taken (`num_steps`), the
-    `residual` $\max|\partial E/\partial g|$ at `xs`, `converged` and `finite`.
+    `residual` $\max|\partial E/\partial g|$ at `xs` (of the solve, before rounding
+    to a half-precision dtype) and the `result` (`successful`, `max_steps_reached`,
+    `nonfinite`, `nonfinite_parameter`; `converged` and `finite`).
     """
     if not isinstance(ham, HAM):
         raise TypeError(
@@ -409,29 +269,17 @@ def fixed_point(
         lower=1,
         hint="It bounds the iterations; pass e.g. `max_steps=1000`.",
     )
-    history = static_int(
-        history, "history", _WHERE, lower=1, upper=1000, hint="Pass e.g. `history=5`."
-    )
-    if method not in ("anderson", "iterate"):
-        raise ValueError(
-            f"`method` must be 'anderson' or 'iterate' in `fixed_point`, got {method!r}."
-        )
-    if method == "iterate":
-        history = 1
-    if isinstance(adjoint, str):
-        if adjoint == "implicit":
-            adjoint = optx.ImplicitAdjoint(linear_solver=_linear_solver(states))
-        elif adjoint == "backprop":
-            adjoint = optx.RecursiveCheckpointAdjoint()
-        else:
-            raise ValueError(
-                "`adjoint` must be 'implicit', 'backprop' or an "
-                f"`optimistix.AbstractAdjoint` in `fixed_point`, got {adjoint!r}."
-            )
-    elif not isinstance(adjoint, optx.AbstractAdjoint):
+    if not isinstance(solver, AbstractSafeguardedSolver):
         raise TypeError(
-            "`adjoint` must be 'implicit', 'backprop' or an "
-            f"`optimistix.AbstractAdjoint` in `fixed_point`, got "
+            "`solver` must be `hamux_lagr.SafeguardedIteration(...)` or "
+            f"`hamux_lagr.Anderson(...)` in `fixed_point`, got {type(solver).__name__}."
+        )
+    if not isinstance(adjoint, optx.AbstractAdjoint):
+        raise TypeError(
+            "`adjoint` must be an `optimistix.AbstractAdjoint` in `fixed_point`, e.g. "
+            "`optimistix.ImplicitAdjoint()` (the default), "
+            "`hamux_lagr.JacobianFreeAdjoint()` or "
+            "`optimistix.RecursiveCheckpointAdjoint()`, got "
             f"{type(adjoint).__name__}."
         )
     if dt is None:
@@ -451,7 +299,7 @@ def fixed_point(
         rates,
         tol=tol,
         max_steps=max_steps,
-        history=history,
+        solver=solver,
         adjoint=adjoint,
         throw=bool(throw),
     )
