@@ -96,6 +96,7 @@ CLAIMS = {
         lambda lines: energy_transformer_beats_the_baselines(lines),
         r"^energy never rises: True$",
         r"^round trip bit-exact: True$",
+    ],
     "06_hopfield_layers": [
         # hopfield-layers' bit-pattern task: its tuned heads reach about 0.85
         r"^Hopfield +0\.[7-9]\d\d$",
