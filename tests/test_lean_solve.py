@@ -136,6 +136,10 @@ def test_a_traced_bad_dt_is_a_result_code():
     assert solve(jnp.asarray(0.1)).result == hl.RESULTS.steps_completed
     with pytest.raises(ValueError, match="`dt` must be positive"):
         hl.descend(ham, xs, steps=3, dt=-1.0)
+    fixed = jax.jit(lambda dt: hl.fixed_point(ham, xs, dt=dt, throw=False))
+    assert _callbacks(fixed, jnp.asarray(0.5)) == []
+    assert fixed(jnp.asarray(-1.0)).result == hl.RESULTS.invalid_dt
+    assert fixed(jnp.asarray(0.5)).result == hl.RESULTS.successful
 
 
 def _overflowing():

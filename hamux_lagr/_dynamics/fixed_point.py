@@ -10,11 +10,14 @@ Optimistix adjoint: the implicit function theorem at the fixed point (Bai et al.
 its linear solve chosen from the HAM's structure, or an approximation (`adjoints.py`).
 """
 
+import functools as ft
+
 import equinox as eqx
 import jax.numpy as jnp
 import lineax as lx
 import numpy as np
 import optimistix as optx
+from jax.core import Tracer
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float
 
@@ -130,6 +133,13 @@ def _solve(ham, x0, masks, rates, *, tol, max_steps, solver, adjoint, throw):
     finite = jnp.isfinite(energy) & jnp.isfinite(res) & all_finite(root)
     result = RESULTS.where(res < tol, RESULTS.successful, RESULTS.max_steps_reached)
     result = RESULTS.where(finite, result, RESULTS.nonfinite)
+    # A traced `dt` is checked here, once, as a result code (no host callback).
+    dt_ok = ft.reduce(
+        jnp.logical_and,
+        [(r > 0) & jnp.isfinite(r) for r in rates.values()],
+        jnp.array(True),
+    )
+    result = RESULTS.where(dt_ok, result, RESULTS.invalid_dt)
     result = RESULTS.where(params_ok, result, RESULTS.nonfinite_parameter)
     solution = Solution(
         xs=final,
@@ -285,21 +295,32 @@ def fixed_point(
     if dt is None:
         rates = {name: jnp.ones((), x.dtype) for name, x in states.items()}
     else:
-        step = positive_scalar(
-            dt, "dt", _WHERE, "Pass e.g. `dt=1.0` (in units of the layers' `tau`)."
+        step = (
+            jnp.asarray(dt)
+            if isinstance(dt, Tracer)
+            else positive_scalar(
+                dt, "dt", _WHERE, "Pass e.g. `dt=1.0` (in units of the layers' `tau`)."
+            )
         )
         rates = {
             name: (step / layer.tau).astype(states[name].dtype)
             for name, layer in ham.neurons.items()
         }
-    return _solve(
-        ham,
-        states,
-        masks,
-        rates,
-        tol=tol,
-        max_steps=max_steps,
-        solver=solver,
-        adjoint=adjoint,
-        throw=bool(throw),
-    )
+    try:
+        return _solve(
+            ham,
+            states,
+            masks,
+            rates,
+            tol=tol,
+            max_steps=max_steps,
+            solver=solver,
+            adjoint=adjoint,
+            throw=bool(throw),
+        )
+    except (TypeError, ValueError) as e:
+        # A model that does not fit its states, raised while tracing: name the entry
+        # the user called (the layer and the synapse are named already).
+        if type(e) not in (TypeError, ValueError):
+            raise
+        raise type(e)(f"In `{_WHERE}`: {e}") from e
