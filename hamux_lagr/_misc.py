@@ -28,3 +28,13 @@ def all_finite(xs: PyTree) -> Array:
         [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(xs)],
         jnp.array(True),
     )
+
+
+def largest_finite(beta: Array) -> Array:
+    """`beta` with +inf replaced by the largest finite number of its dtype.
+
+    A finite inverse temperature beyond a half-precision format's range (float16:
+    65504) is +inf once cast to the state's dtype, and `inf * 0` at the maximum is NaN;
+    the largest finite number is the limit beta -> inf to the format's precision.
+    """
+    return jnp.minimum(beta, jnp.finfo(beta.dtype).max)

@@ -39,6 +39,7 @@ from .base import (
     Lagrangian,
 )
 from .jvp import tangent_sum
+from .streaming import StreamedSum
 
 
 _LOG2 = math.log(2.0)
@@ -325,6 +326,8 @@ class LExp(_AbstractTemperatureLagrangian):
       number). For energy dynamics, it is important that `beta` be positive.
     """
 
+    streaming = StreamedSum()
+
     def _kernel(self, x: Array, beta: Array) -> Array:
         return _exp(x, beta)
 
@@ -343,6 +346,8 @@ class LRexp(_AbstractTemperatureLagrangian):
     - `min_beta`: minimal accepted value of `beta` (static, a positive Python
       number). For energy dynamics, it is important that `beta` be positive.
     """
+
+    streaming = StreamedSum()
 
     def _kernel(self, x: Array, beta: Array) -> Array:
         return _rexp(x, beta)
@@ -364,6 +369,8 @@ class LTanh(_AbstractTemperatureLagrangian):
       number). For energy dynamics, it is important that `beta` be positive.
     """
 
+    streaming = StreamedSum()
+
     def _kernel(self, x: Array, beta: Array) -> Array:
         return _tanh(x, beta)
 
@@ -383,6 +390,8 @@ class LSigmoid(Lagrangian):
     - `min_beta`: minimal accepted value of `beta` (static, a positive Python
       number). For energy dynamics, it is important that `beta` be positive.
     """
+
+    streaming = StreamedSum()
 
     beta: Float[Array, "..."]
     scale: Float[Array, "..."]

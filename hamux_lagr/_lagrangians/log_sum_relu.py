@@ -23,6 +23,7 @@ from .._validation import (
 )
 from .base import _array_or_as_given, _evaluated_beta, Lagrangian
 from .softmax import _reduced_shape
+from .streaming import StreamedLogSumReLU
 
 
 def _eps(eps: object, where: str) -> float:
@@ -105,6 +106,8 @@ class LLogSumReLU(Lagrangian):
     - `min_beta`: minimal accepted value of `beta` (static, a positive Python
       number).
     """
+
+    streaming = StreamedLogSumReLU()
 
     beta: Float[Array, "..."] = eqx.field(default=1.0, converter=_array_or_as_given)
     eps: float = eqx.field(static=True, default=1e-6)

@@ -49,6 +49,7 @@ from .base import _evaluated_beta, _min_beta, Lagrangian
 from .jvp import tangent_sum
 from .softmax import _reduced_shape
 from .sparse import _compute_dtype, _safe_log, _shifted, bisect_threshold
+from .streaming import NotStreamed
 
 
 _ALPHA_HINT = (
@@ -259,6 +260,8 @@ class LNormmax(Lagrangian):
     - `min_beta`: minimal accepted value of `beta` (static, a positive Python
       number). For energy dynamics, it is important that `beta` be positive.
     """
+
+    streaming = NotStreamed("its threshold couples all the similarities")
 
     alpha: Float[Array, "..."]
     beta: Float[Array, "..."]

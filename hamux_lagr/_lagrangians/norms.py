@@ -25,6 +25,7 @@ from .._validation import (
 )
 from .base import _array_or_as_given, _float_or_as_given, _gamma_or_as_given, Lagrangian
 from .jvp import tangent_sum
+from .streaming import NotStreamed
 
 
 def scalar_gamma(gamma: Array, where: str) -> Array:
@@ -268,6 +269,8 @@ class LLayerNorm(_AbstractNormLagrangian):
     - `eps`: prevents division by 0 (static, a Python number `>= 0`).
     """
 
+    streaming = NotStreamed("it normalises over all the similarities")
+
     def _kernel(
         self, x: Array, gamma: Array, delta: Array, axis: int, eps: float
     ) -> Array:
@@ -289,6 +292,8 @@ class LSphericalNorm(_AbstractNormLagrangian):
       axis.
     - `eps`: prevents division by 0 (static, a Python number `>= 0`).
     """
+
+    streaming = NotStreamed("it normalises over all the similarities")
 
     def _kernel(
         self, x: Array, gamma: Array, delta: Array, axis: int, eps: float

@@ -13,6 +13,7 @@ from jax import lax
 from jaxtyping import Array, Float
 
 from .._custom_types import ParamLike, Scalar, StateLike
+from .._misc import largest_finite
 from .._validation import (
     as_state,
     learnable,
@@ -30,6 +31,7 @@ from .base import (
     Lagrangian,
 )
 from .jvp import tangent_sum
+from .streaming import StreamedLogSumExp
 
 
 def _reduced_shape(shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
@@ -56,6 +58,7 @@ def _softmax_parts(x, beta, axis):
     # beta * (x - max(x)) is exactly 0 at the maximum. (The other order, beta x -
     # max(beta x), XLA fuses into one multiply-add whose rounding error, about
     # |beta x| * eps, overflows exp at a large beta: -inf and NaN under jit.)
+    beta = largest_finite(beta)
     m = lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
     y = beta * (x - axis_expand(m, x.shape))
     e = jnp.exp(y)
@@ -118,7 +121,9 @@ def lagr_softmax(
 
     - `x`: the state, at least one dimension.
     - `beta`: inverse temperature, positive and finite; a scalar (or an array
-      broadcasting to the output shape).
+      broadcasting to the output shape). One beyond the range of `x`'s dtype (float16:
+      65504) is evaluated at the dtype's largest finite number, the limit
+      $\beta\to\infty$ ($\max_i x_i$) to the format's precision.
     - `axis`: the axis over which to apply the log-sum-exp.
 
     **Returns:**
@@ -160,6 +165,7 @@ def lagr_softmax_unstable(
 
 def _softmax_unstable(x, beta, axis):
     # Shifted before scaling, like `_softmax_parts`.
+    beta = largest_finite(beta)
     m = lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
     return (
         m + jnp.log(jnp.sum(jnp.exp(beta * (x - m)), axis=axis, keepdims=True)) / beta
@@ -169,6 +175,7 @@ def _softmax_unstable(x, beta, axis):
 def _ghostmax_parts(x, beta, axis):
     # Shift by max(max(x), 0) before scaling (the ghost logit is 0; see
     # `_softmax_parts` for why the shift comes first).
+    beta = largest_finite(beta)
     m = lax.stop_gradient(jnp.maximum(jnp.max(x, axis=axis, keepdims=True), 0))
     y = beta * (x - axis_expand(m, x.shape))
     bm = beta * m
@@ -232,7 +239,8 @@ def lagr_ghostmax(
     **Arguments:**
 
     - `x`: the state, at least one dimension.
-    - `beta`: inverse temperature, positive and finite.
+    - `beta`: inverse temperature, positive and finite (beyond the range of `x`'s
+      dtype, evaluated at its largest finite number, as in `lagr_softmax`).
     - `axis`: the axis over which to reduce.
 
     **Returns:**
@@ -300,6 +308,8 @@ class LSoftmax(_AbstractSoftmaxLagrangian):
       number). For energy dynamics, it is important that `beta` be positive.
     """
 
+    streaming = StreamedLogSumExp()
+
     def _kernel(self, x: Array, beta: Array, axis: int) -> Array:
         return _softmax(x, beta, axis)
 
@@ -320,6 +330,8 @@ class LSoftmaxUnstable(_AbstractSoftmaxLagrangian):
     - `min_beta`: minimal accepted value of `beta` (static, a positive Python
       number). For energy dynamics, it is important that `beta` be positive.
     """
+
+    streaming = StreamedLogSumExp()
 
     def _kernel(self, x: Array, beta: Array, axis: int) -> Array:
         return _softmax_unstable(x, beta, axis)
@@ -342,6 +354,8 @@ class LGhostmax(_AbstractSoftmaxLagrangian):
     - `min_beta`: minimal accepted value of `beta` (static, a positive Python
       number). For energy dynamics, it is important that `beta` be positive.
     """
+
+    streaming = StreamedLogSumExp(ghost=True)
 
     def _kernel(self, x: Array, beta: Array, axis: int) -> Array:
         return _ghostmax(x, beta, axis)

@@ -48,6 +48,7 @@ from .axis_ops import axis_dot, axis_expand
 from .base import _min_beta, _NON_FINITE_HINT, Lagrangian
 from .jvp import tangent_sum
 from .softmax import _AbstractSoftmaxLagrangian, _reduced_shape, _softmax
+from .streaming import NotStreamed
 
 
 def bisection_steps(dtype) -> int:
@@ -446,6 +447,8 @@ class LSparsemax(_AbstractSoftmaxLagrangian):
       number). For energy dynamics, it is important that `beta` be positive.
     """
 
+    streaming = NotStreamed("its threshold couples all the similarities")
+
     def _kernel(self, x: Array, beta: Array, axis: int) -> Array:
         return _sparsemax(x, beta, axis)
 
@@ -483,6 +486,8 @@ class LEntmax(Lagrangian):
       `alpha` derivatives lose about $\log_{10}(1/(\alpha-1))$ digits to cancellation,
       so the default keeps them accurate in float32.
     """
+
+    streaming = NotStreamed("its threshold couples all the similarities")
 
     alpha: Float[Array, "..."]
     beta: Float[Array, "..."]
