@@ -1007,3 +1007,40 @@ def test_layernorm_energy_is_finite_at_constant_state():
     out = _evaluate(hl.LLayerNorm(), jnp.full((3, 4), 2.0))
     assert all(np.all(np.isfinite(v)) for v in out.values())
     assert math.isfinite(float(out["energy"]))
+
+
+_REDUCING = {
+    "lagr_softmax": (hl.functional.lagr_softmax, hl.LSoftmax()),
+    "lagr_softmax_unstable": (
+        hl.functional.lagr_softmax_unstable,
+        hl.LSoftmaxUnstable(),
+    ),
+    "lagr_ghostmax": (hl.functional.lagr_ghostmax, hl.LGhostmax()),
+    "lagr_layernorm": (hl.functional.lagr_layernorm, hl.LLayerNorm()),
+    "lagr_spherical_norm": (hl.functional.lagr_spherical_norm, hl.LSphericalNorm()),
+    "lagr_log_sum_relu": (hl.functional.lagr_log_sum_relu, hl.LLogSumReLU()),
+    "lagr_sparsemax": (hl.functional.lagr_sparsemax, hl.LSparsemax()),
+    "lagr_entmax": (hl.functional.lagr_entmax, hl.LEntmax()),
+    "lagr_normmax": (hl.functional.lagr_normmax, hl.LNormmax()),
+}
+
+
+@pytest.mark.parametrize("name", list(_REDUCING))
+@pytest.mark.parametrize("jit", [False, True])
+def test_reducing_over_an_empty_axis_names_x_and_axis(name, jit):
+    # A reduction over no entries (a max, a mean) has no value to give: every
+    # Lagrangian that reduces over `axis` says so, naming `x` and `axis`.
+    fn, module = _REDUCING[name]
+    wrap = jax.jit if jit else (lambda f: f)
+    calls = {
+        "function": lambda x: fn(x),
+        "function, axis 0": lambda x: fn(x.T, axis=0),
+        "module": lambda x: module(x),
+        "activation": lambda x: module.activation(x),
+    }
+    for what, call in calls.items():
+        with pytest.raises(ValueError, match="`x` has size 0 along `axis`") as e:
+            wrap(call)(jnp.zeros((2, 0)))
+        assert f"`{name} / L" in str(e.value), what
+    # Entries along `axis` but none along another axis: nothing to refuse.
+    assert fn(jnp.zeros((0, 3))).shape == (0, 1)

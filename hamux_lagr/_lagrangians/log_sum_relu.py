@@ -21,6 +21,7 @@ from .._validation import (
     static_axis,
     static_float,
 )
+from .axis_ops import check_nonempty_axis
 from .base import _array_or_as_given, _evaluated_beta, Lagrangian
 from .softmax import _reduced_shape
 from .streaming import StreamedLogSumReLU
@@ -37,6 +38,7 @@ def _eps(eps: object, where: str) -> float:
 
 
 def _log_sum_relu(x: Array, beta: Array, eps: float, axis: int) -> Array:
+    check_nonempty_axis(x, axis, "lagr_log_sum_relu / LLogSumReLU")
     one = jnp.ones((), x.dtype)
     total = jnp.sum(jnp.maximum(one + beta * x, 0), axis=axis, keepdims=True)
     return jnp.log(jnp.asarray(eps, x.dtype) + total) / beta

@@ -44,7 +44,7 @@ from .._validation import (
     state_and_beta,
     static_axis,
 )
-from .axis_ops import axis_dot
+from .axis_ops import axis_dot, check_nonempty_axis
 from .base import _evaluated_beta, _min_beta, Lagrangian
 from .jvp import tangent_sum
 from .softmax import _reduced_shape
@@ -164,6 +164,7 @@ def _normmax_lagr_jvp(axis, primals, tangents):
 def _normmax(x: Array, beta: Array, alpha: Array, axis: int) -> Array:
     """The unchecked `lagr_normmax` (`axis` non-negative); half precision is computed
     in float32."""
+    check_nonempty_axis(x, axis, "lagr_normmax / LNormmax")
     dtype = _compute_dtype(x.dtype)
     if dtype == x.dtype:
         return _normmax_lagr(x, beta, alpha, axis)

@@ -23,6 +23,7 @@ from .._validation import (
     normalise_axis,
     static_float,
 )
+from .axis_ops import check_nonempty_axis
 from .base import _array_or_as_given, _float_or_as_given, _gamma_or_as_given, Lagrangian
 from .jvp import tangent_sum
 from .streaming import NotStreamed
@@ -71,6 +72,7 @@ def _prepare(x, gamma, delta, axis, eps, fn):
 
 
 def _layernorm_parts(x, gamma, delta, axis, eps):
+    check_nonempty_axis(x, axis, "lagr_layernorm / LLayerNorm")
     xc = x - jnp.mean(x, axis=axis, keepdims=True)
     s = jnp.sqrt(jnp.mean(xc * xc, axis=axis, keepdims=True) + eps)
     dim = x.shape[axis]
@@ -141,6 +143,7 @@ def lagr_layernorm(
 
 
 def _spherical_parts(x, gamma, delta, axis, eps):
+    check_nonempty_axis(x, axis, "lagr_spherical_norm / LSphericalNorm")
     s = jnp.sqrt(jnp.sum(x * x, axis=axis, keepdims=True) + eps)
     out = gamma * s + jnp.sum(delta * x, axis=axis, keepdims=True)
     return s, out

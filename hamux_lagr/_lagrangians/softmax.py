@@ -21,7 +21,7 @@ from .._validation import (
     state_and_beta,
     static_axis,
 )
-from .axis_ops import axis_dot, axis_expand
+from .axis_ops import axis_dot, axis_expand, check_nonempty_axis
 from .base import (
     _array_or_as_given,
     _axis_or_as_given,
@@ -58,6 +58,7 @@ def _softmax_parts(x, beta, axis):
     # beta * (x - max(x)) is exactly 0 at the maximum. (The other order, beta x -
     # max(beta x), XLA fuses into one multiply-add whose rounding error, about
     # |beta x| * eps, overflows exp at a large beta: -inf and NaN under jit.)
+    check_nonempty_axis(x, axis, "lagr_softmax / LSoftmax")
     beta = largest_finite(beta)
     m = lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
     y = beta * (x - axis_expand(m, x.shape))
@@ -165,6 +166,7 @@ def lagr_softmax_unstable(
 
 def _softmax_unstable(x, beta, axis):
     # Shifted before scaling, like `_softmax_parts`.
+    check_nonempty_axis(x, axis, "lagr_softmax_unstable / LSoftmaxUnstable")
     beta = largest_finite(beta)
     m = lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
     return (
@@ -175,6 +177,7 @@ def _softmax_unstable(x, beta, axis):
 def _ghostmax_parts(x, beta, axis):
     # Shift by max(max(x), 0) before scaling (the ghost logit is 0; see
     # `_softmax_parts` for why the shift comes first).
+    check_nonempty_axis(x, axis, "lagr_ghostmax / LGhostmax")
     beta = largest_finite(beta)
     m = lax.stop_gradient(jnp.maximum(jnp.max(x, axis=axis, keepdims=True), 0))
     y = beta * (x - axis_expand(m, x.shape))

@@ -44,7 +44,7 @@ from .._validation import (
     static_axis,
     static_float,
 )
-from .axis_ops import axis_dot, axis_expand
+from .axis_ops import axis_dot, axis_expand, check_nonempty_axis
 from .base import _min_beta, _NON_FINITE_HINT, Lagrangian
 from .jvp import tangent_sum
 from .softmax import _AbstractSoftmaxLagrangian, _reduced_shape, _softmax
@@ -267,6 +267,7 @@ def _entmax_lagr_jvp(solver, kind, axis, primals, tangents):
 @ft.partial(jax.jit, static_argnums=(3, 4, 5))
 def _kernel(x, beta, alpha, solver, kind, axis):
     """The unchecked Lagrangian; half precision is computed in float32."""
+    check_nonempty_axis(x, axis, f"lagr_{kind} / L{kind.capitalize()}")
     dtype = _compute_dtype(x.dtype)
     if dtype == x.dtype:
         return _entmax_lagr(x, beta, alpha, solver, kind, axis)
