@@ -195,6 +195,9 @@ def lagr_normmax(
     $\Delta$), and as $\alpha \to \infty$ to the uniform distribution on the support
     of the sparsemax ($\sum_i (z_i - \tau)_+ = 1$, $q_i \to 1$ on it).
 
+    Infinite entries give the limits, as in `lagr_sparsemax` (a `+inf` entry: value
+    `+inf`, one-hot activation; all `-inf`: value `-inf`, uniform activation).
+
     The threshold is found by bisection: `nmant + 2` halvings (54 in float64, 25 in
     float32) of a bracket of width below 1 (the maximum is subtracted first), to the
     spacing of the floats near it; half precision is computed in float32. Against a

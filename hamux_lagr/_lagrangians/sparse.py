@@ -32,6 +32,7 @@ from jax import lax
 from jaxtyping import Array, Float
 
 from .._custom_types import ParamLike, Scalar, StateLike
+from .._misc import largest_finite
 from .._validation import (
     as_state,
     check_broadcasts,
@@ -67,9 +68,19 @@ def _compute_dtype(dtype):
 
 
 def _shifted(x, beta, axis):
-    """The stop-gradiented maximum `m` and $y = \\beta(x - m)$ (0 at the maximum)."""
+    """The stop-gradiented maximum `m` and $y = \\beta(x - m)$ (0 at the maximum).
+
+    An infinite maximum makes `x - m` NaN (`inf - inf`); `y` is then the limit: 0 at
+    the entries equal to `m` and `-inf` elsewhere, so that the maximiser is the
+    uniform distribution over the `+inf` entries (the one-hot at a single one), or
+    over all entries when every one is `-inf`.
+    """
+    beta = largest_finite(beta)
     m = lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
-    return m, beta * (x - axis_expand(m, x.shape))
+    y = beta * (x - axis_expand(m, x.shape))
+    infinite = ~jnp.isfinite(m)
+    limit = jnp.where(x == m, jnp.zeros((), y.dtype), -jnp.inf)
+    return m, jnp.where(infinite, limit, y)
 
 
 def _along(values, ndim, axis):
@@ -329,7 +340,10 @@ def lagr_sparsemax(
     \frac{1}{2\beta}\|p^\star\|^2$. In Hopfield networks: the sparse modern Hopfield
     network (Hu et al. 2023; Santos et al. 2024).
 
-    Stable at every magnitude: the maximum is subtracted before scaling. The value
+    Stable at every magnitude: the maximum is subtracted before scaling. Infinite
+    entries give the limits: with a `+inf` entry the value is `+inf` and the activation
+    the one-hot at it (uniform over several), with every entry `-inf` the value is
+    `-inf` and the activation uniform; a `-inf` entry alone gets 0. The value
     equals `lagr_entmax(x, alpha=2.0, beta, axis)` minus $\frac{1}{2\beta}$ (the
     Tsallis entropy at $\alpha = 2$ is $\frac{1}{2}(1 - \|p\|^2)$); the activations
     are equal.
@@ -380,6 +394,9 @@ def lagr_entmax(
     1.5 and 2, 200 random 16-vectors) the activation differs by at most
     $5\cdot10^{-16}$ in float64 and $3\cdot10^{-7}$ in float32, the value by a
     relative $3\cdot10^{-16}$ and $1.1\cdot10^{-7}$.
+
+    Infinite entries give the limits, as in `lagr_sparsemax` (a `+inf` entry: value
+    `+inf`, one-hot activation; all `-inf`: value `-inf`, uniform activation).
 
     Derivatives, in a custom JVP (each by Danskin's theorem, at the maximiser
     $p^\star$): $\partial\mathcal{L}/\partial\beta = -H_\alpha(p^\star)/\beta^2$,
