@@ -61,6 +61,7 @@ from jax import lax
 from jaxtyping import Array
 
 from .._lagrangians.base import _evaluated_beta, Lagrangian
+from .._lagrangians.sparse import _compute_dtype as compute_dtype
 from .._lagrangians.streaming import (
     declared_streaming,
     NotStreamed,
@@ -223,9 +224,10 @@ class _LogSumExp:
         # An infinite maximum: the log-sum-exp is the maximum (as `lagr_softmax`).
         return jnp.where(jnp.isfinite(m), m + jnp.log(total) / self.beta, m)
 
-    def weight_scale(self, stats) -> Array:
-        r"""$\partial\mathcal{L}/\partial s_\mu$ = the accumulated weight times this."""
-        return 1 / stats[1]
+    def scaled(self, stats, acc: Array) -> Array:
+        r"""The accumulated weights `acc` scaled to $\partial\mathcal{L}/\partial
+        s_\mu$."""
+        return acc / stats[1]
 
 
 class _SumOf:
@@ -241,18 +243,31 @@ class _SumOf:
             beta = getattr(lagrangian, "beta")
             min_beta = getattr(lagrangian, "min_beta")
             beta = _evaluated_beta(beta, min_beta, x, (1,), where).reshape(())
-            beta = largest_finite(beta)
-            one = jnp.ones((), dtype)
-            eps = jnp.asarray(getattr(lagrangian, "eps"), dtype)
-            self.term: Callable[[Array], Array] = lambda s: jnp.sum(
-                jnp.maximum(one + beta * s, 0)
-            )
+            # Half precision sums in float32, as `lagr_log_sum_relu` does (`eps` =
+            # 1e-6 is a subnormal float16, and 1 / eps overflows it).
+            self.dtype = compute_dtype(dtype)
+            beta = largest_finite(beta).astype(self.dtype)
+            one = jnp.ones((), self.dtype)
+            eps = jnp.asarray(getattr(lagrangian, "eps"), self.dtype)
+
+            def term(s):
+                # 0 at the kink 1 + beta s = 0 (`jnp.maximum` would give a half).
+                z = one + beta * s.astype(beta.dtype)
+                return jnp.sum(jnp.where(z > 0, z, 0))
+
+            self.term: Callable[[Array], Array] = term
             self.outer: Callable[[Array], Array] | None = lambda t: (
                 jnp.log(eps + t) / beta
-            )
+            ).astype(dtype)
+            # d outer / dt, applied as a quotient: beyond every kernel's reach the
+            # weights are 0, and 0 / eps is 0.
+            self.divide: Callable[[Array, Array], Array] | None = lambda acc, t: (
+                acc.astype(beta.dtype) / (beta * (eps + t))
+            ).astype(acc.dtype)
         else:
             self.term = lagrangian
             self.outer = None
+            self.divide = None
 
     def init(self) -> Array:
         return jnp.zeros((), self.dtype)
@@ -270,8 +285,8 @@ class _SumOf:
     def value(self, total) -> Array:
         return total if self.outer is None else self.outer(total)
 
-    def weight_scale(self, total) -> Array | None:
-        return None if self.outer is None else jax.grad(self.outer)(total)
+    def scaled(self, total, acc: Array) -> Array:
+        return acc if self.divide is None else self.divide(acc, total)
 
 
 def _reduction(lagrangian: Lagrangian, dtype) -> _LogSumExp | _SumOf:
@@ -355,9 +370,7 @@ def _energy_and_grad(
 
     init = (reduction.init(), jnp.zeros_like(features))
     stats, acc = _over_chunks(update, init, patterns, chunk_size)
-    scale = reduction.weight_scale(stats)
-    if scale is not None:
-        acc = acc * scale
+    acc = reduction.scaled(stats, acc)
     (dL_dg,) = features_vjp(acc)
     return -reduction.value(stats), -dL_dg
 
