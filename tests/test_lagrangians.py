@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import run_without_hook
+from helpers import run_without_hook, tree_allclose
 
 import hamux_lagr as hl
 from hamux_lagr import (
@@ -1044,3 +1044,32 @@ def test_reducing_over_an_empty_axis_names_x_and_axis(name, jit):
         assert f"`{name} / L" in str(e.value), what
     # Entries along `axis` but none along another axis: nothing to refuse.
     assert fn(jnp.zeros((0, 3))).shape == (0, 1)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+@pytest.mark.parametrize("jit", [False, True])
+def test_beta_beyond_a_half_precision_range_is_its_largest_finite(dtype, jit):
+    # beta = 1e5 is +inf in float16, and inf * 0 is NaN: a beta beyond the format's
+    # range is evaluated at its largest finite number, the limit beta -> inf to the
+    # format's precision (value and activation finite, never NaN).
+    x = jnp.asarray([-0.5, 0.0, 0.25, 1.0], dtype)
+    relu, step = jnp.maximum(x, 0), (x > 0).astype(dtype)
+    cases = {
+        "LTanh": (hl.LTanh(1e5), jnp.sum(jnp.abs(x)), jnp.sign(x)),
+        "LSigmoid": (hl.LSigmoid(1e5), jnp.sum(relu), jnp.where(x == 0, 0.5, step)),
+        "LSoftmax": (hl.LSoftmax(1e5), x[3], jnp.asarray([0, 0, 0, 1], dtype)),
+        "LGhostmax": (hl.LGhostmax(1e5), x[3], jnp.asarray([0, 0, 0, 1], dtype)),
+        "LSparsemax": (hl.LSparsemax(1e5), x[3], jnp.asarray([0, 0, 0, 1], dtype)),
+        "LNormmax": (hl.LNormmax(2.0, 1e5), x[3], jnp.asarray([0, 0, 0, 1], dtype)),
+    }
+    for name, (lagrangian, value, activation) in cases.items():
+        fn = jax.value_and_grad(lagrangian)
+        fn = jax.jit(fn) if jit else fn
+        got_value, got_activation = fn(x)
+        assert tree_allclose(got_value, value.astype(dtype), atol=1e-2), name
+        assert tree_allclose(got_activation, activation, atol=1e-2), name
+    # The exponentials overflow (the true value), but never to NaN.
+    for lagrangian in (hl.LExp(1e5), hl.LRexp(1e5)):
+        value, activation = jax.value_and_grad(lagrangian)(x)
+        assert not bool(jnp.any(jnp.isnan(activation))), lagrangian
+        assert not bool(jnp.isnan(value)), lagrangian
