@@ -51,7 +51,10 @@ class StreamedLogSumExp(StreamedReduction):
     - `ghost`: whether a zero logit joins the similarities (static).
     """
 
-    ghost: bool = eqx.field(static=True, default=False)
+    ghost: bool = eqx.field(static=True)
+
+    def __init__(self, ghost: bool = False):
+        self.ghost = bool(ghost)
 
 
 class StreamedLogSumReLU(StreamedReduction):
@@ -73,6 +76,9 @@ class NotStreamed(StreamedReduction):
     """
 
     reason: str = eqx.field(static=True)
+
+    def __init__(self, reason: str):
+        self.reason = str(reason)
 
 
 def declared_streaming(kind: type) -> tuple[StreamedReduction | None, type | None]:
