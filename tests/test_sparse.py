@@ -488,8 +488,7 @@ def test_type_errors_without_the_hook():
         """
         import jax.numpy as jnp
         from hamux_lagr._lagrangians.sparse import lagr_entmax, lagr_sparsemax
-        from hamux_lagr._lagrangians.normmax import lagr_normmax, LNormmax
-from hamux_lagr._lagrangians.sparse import LEntmax, LSparsemax
+        from hamux_lagr._lagrangians.sparse import LEntmax, LSparsemax
 
         calls = {
             "entmax-alpha-str": lambda: lagr_entmax(jnp.ones(3), "2"),
