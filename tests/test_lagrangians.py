@@ -1073,3 +1073,30 @@ def test_beta_beyond_a_half_precision_range_is_its_largest_finite(dtype, jit):
         value, activation = jax.value_and_grad(lagrangian)(x)
         assert not bool(jnp.any(jnp.isnan(activation))), lagrangian
         assert not bool(jnp.isnan(value)), lagrangian
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_softmax_and_ghostmax_at_infinite_entries_give_the_limits(jit):
+    # The value at an infinite maximum is the maximum; the activation is its limit,
+    # the one-hot at a +inf entry (uniform over several) or, all entries -inf, the
+    # uniform distribution (the ghostmax: all 0, the ghost takes the mass). Never NaN.
+    inf = np.inf
+    cases = [
+        ([inf, 0.3, -inf], inf, [1, 0, 0], inf, [1, 0, 0]),
+        ([inf, inf, 1.0], inf, [0.5, 0.5, 0], inf, [0.5, 0.5, 0]),
+        ([-inf, -inf, -inf], -inf, [1 / 3] * 3, 0.0, [0, 0, 0]),
+    ]
+    for x, sv, sg, gv, gg in cases:
+        x = jnp.asarray(x)
+        for lagrangian, value, activation in (
+            (hl.LSoftmax(2.0), sv, sg),
+            (hl.LGhostmax(2.0), gv, gg),
+        ):
+            fn = eqx.filter_value_and_grad(lambda m, x: m(x))
+            grad_x = jax.grad(lambda x: lagrangian(x))
+            if jit:
+                fn, grad_x = eqx.filter_jit(fn), jax.jit(grad_x)
+            got, grads = fn(lagrangian, x)
+            assert float(got) == value, (lagrangian, x)
+            assert tree_allclose(grad_x(x), jnp.asarray(activation, x.dtype)), x
+            assert float(grads.beta) == 0.0, (lagrangian, x)

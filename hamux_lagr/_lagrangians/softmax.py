@@ -77,6 +77,16 @@ def _safe_log_p(p, log_p):
     return jnp.where(p > 0, log_p, 0)
 
 
+def _limit_at_infinity(p, x, out, axis):
+    """`p`, or where the Lagrangian `out` is infinite (a `+inf` entry, or every entry
+    `-inf`), the limit: uniform over the entries equal to it (the one-hot at a single
+    `+inf`; uniform over all entries when all are `-inf`)."""
+    level = axis_expand(out, x.shape)
+    at = (x == level).astype(p.dtype)
+    count = jnp.maximum(axis_dot(at, at, axis), 1)
+    return jnp.where(jnp.isfinite(level), p, at / axis_expand(count, x.shape))
+
+
 @ft.partial(jax.custom_jvp, nondiff_argnums=(2,))
 def _softmax(x, beta, axis):
     return _softmax_parts(x, beta, axis)[-1]
@@ -87,12 +97,14 @@ def _softmax_jvp(axis, primals, tangents):
     x, beta = primals
     x_dot, beta_dot = tangents
     y, e, s, log_s, out = _softmax_parts(x, beta, axis)
-    p = e / axis_expand(s, e.shape)
+    p = _limit_at_infinity(e / axis_expand(s, e.shape), x, out, axis)
 
     def dbeta():
-        # d/dbeta logsumexp(beta x) / beta = sum(p log p) / beta**2 (minus the entropy).
+        # d/dbeta logsumexp(beta x) / beta = sum(p log p) / beta**2 (minus the entropy);
+        # 0 at an infinite maximum, where the value is the maximum.
         log_p = _safe_log_p(p, y - axis_expand(log_s, y.shape))
-        return axis_dot(p, log_p, axis) / beta**2 * beta_dot
+        neg_h = jnp.where(jnp.isfinite(out), axis_dot(p, log_p, axis), 0)
+        return neg_h / beta**2 * beta_dot
 
     tangent = tangent_sum(
         out,
@@ -110,7 +122,10 @@ def lagr_softmax(
     $$\mathcal{L}(x) = \frac{1}{\beta} \log \sum_i e^{\beta x_i}, \qquad
     \frac{\partial \mathcal{L}}{\partial x} = \operatorname{softmax}(\beta x).$$
 
-    Stable at every magnitude (the maximum is subtracted before exponentiating). A
+    Stable at every magnitude (the maximum is subtracted before exponentiating); at an
+    infinite maximum (a `+inf` entry, or every entry `-inf`) the value is the maximum
+    and the activation its limit, the one-hot at the `+inf` entry (uniform over
+    several) or the uniform distribution. A
     custom JVP gives the softmax for `x` and the exact derivative for `beta`,
     $\frac{1}{\beta^2}\sum_i p_i \log p_i$ with $p = \operatorname{softmax}(\beta x)$,
     computed without cancellation.
@@ -201,7 +216,7 @@ def _ghostmax_jvp(axis, primals, tangents):
     x, beta = primals
     x_dot, beta_dot = tangents
     bm, y, e, s, log_s, out = _ghostmax_parts(x, beta, axis)
-    p = e / axis_expand(s, e.shape)
+    p = _limit_at_infinity(e / axis_expand(s, e.shape), x, out, axis)
 
     def dbeta():
         # Minus the entropy of (p, p0), p0 = 1 - sum(p) the ghost's probability.
@@ -209,6 +224,7 @@ def _ghostmax_jvp(axis, primals, tangents):
         p0 = jnp.exp(log_p0)
         log_p = _safe_log_p(p, y - axis_expand(log_s, y.shape))
         neg_h = axis_dot(p, log_p, axis) + p0 * _safe_log_p(p0, log_p0)
+        neg_h = jnp.where(jnp.isfinite(out), neg_h, 0)  # a +inf entry: see above
         return neg_h / beta**2 * beta_dot
 
     tangent = tangent_sum(
