@@ -44,6 +44,13 @@ from ._lagrangians.softmax import (
     LSoftmaxUnstable as LSoftmaxUnstable,
 )
 from ._lagrangians.sparse import LEntmax as LEntmax, LSparsemax as LSparsemax
+from ._lagrangians.streaming import (
+    NotStreamed as NotStreamed,
+    StreamedLogSumExp as StreamedLogSumExp,
+    StreamedLogSumReLU as StreamedLogSumReLU,
+    StreamedReduction as StreamedReduction,
+    StreamedSum as StreamedSum,
+)
 from ._neurons import NeuronLayer as NeuronLayer
 from ._sharding import shard as shard, shard_states as shard_states
 from ._synapses.attention import AttentionSynapse as AttentionSynapse

@@ -35,3 +35,13 @@ def all_finite(xs: PyTree) -> Array:
         if jnp.issubdtype(jnp.result_type(x), jnp.inexact)
     ]
     return ft.reduce(jnp.logical_and, checks, jnp.array(True))
+
+
+def largest_finite(beta: Array) -> Array:
+    """`beta` with +inf replaced by the largest finite number of its dtype.
+
+    A finite inverse temperature beyond a half-precision format's range (float16:
+    65504) is +inf once cast to the state's dtype, and `inf * 0` at the maximum is NaN;
+    the largest finite number is the limit beta -> inf to the format's precision.
+    """
+    return jnp.minimum(beta, jnp.finfo(beta.dtype).max)

@@ -70,6 +70,13 @@ def _check_axis(axis: object, mesh: Mesh, name: str, where: str) -> Any:
             f"`{name}` must name axes of the mesh in `{where}`, got {axis!r}; the "
             f"mesh's axes are {tuple(mesh.axis_names)}."
         )
+    repeated = sorted({n for n in names if list(names).count(n) > 1})
+    if repeated:
+        raise ValueError(
+            f"`{name}` names the mesh axis {', '.join(map(repr, repeated))} more than "
+            f"once in `{where}`, got {axis!r}: an array axis is split over each mesh "
+            f"axis at most once. Name each axis once, e.g. {repeated[0]!r}."
+        )
     return names[0] if len(names) == 1 else tuple(names)
 
 

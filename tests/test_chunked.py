@@ -257,6 +257,89 @@ class _MyLagrangian(hl.Lagrangian):
         return jnp.sum(jnp.abs(x))
 
 
+# Subclasses of streamed Lagrangians that compute their own value: they must declare
+# their reduction (a log-sum-exp twice over, or the square of a sum, is not their
+# parent's), never inherit it.
+class _TwiceSoftmax(hl.LSoftmax):
+    def __call__(self, x):
+        return 2 * hl.lagr_softmax(x, self.beta).sum()
+
+
+class _SharperSoftmax(hl.LSoftmax):
+    def _kernel(self, x, beta, axis):
+        return hl.lagr_softmax(x, 2 * beta, axis)
+
+
+class _SquaredSum(hl.LIdentity):
+    def __call__(self, x):
+        return jnp.sum(x) ** 2 / 2
+
+
+class _Softplus(hl.Lagrangian):
+    """A user's own separable Lagrangian, opting into streaming."""
+
+    beta: jax.Array
+    streaming = hl.StreamedSum()
+
+    def __call__(self, x):
+        return jnp.sum(jnp.logaddexp(self.beta * x, 0.0)) / self.beta
+
+
+class _TwiceSoftmaxDeclared(hl.LSoftmax):
+    """A subclass that declares its own reduction: a sum of its own values."""
+
+    streaming = hl.StreamedSum()
+
+    def __call__(self, x):
+        return 2 * jnp.sum(x)
+
+
+class _MyLogSumExp(hl.Lagrangian):
+    """A user's own log-sum-exp, streamed with the online log-sum-exp."""
+
+    beta: jax.Array
+    min_beta: float = eqx.field(static=True, default=1e-6)
+    axis: int = eqx.field(static=True, default=-1)
+    streaming = hl.StreamedLogSumExp(ghost=True)
+
+    def __call__(self, x):
+        return jnp.sum(hl.lagr_ghostmax(x, self.beta))
+
+
+class _NoBeta(hl.Lagrangian):
+    streaming = hl.StreamedLogSumExp()
+
+    def __call__(self, x):
+        return jnp.sum(hl.lagr_softmax(x))
+
+
+def test_own_lagrangians_opt_into_streaming(data):
+    patterns, queries = data
+    lagrangians = {
+        "softplus": _Softplus(jnp.asarray(1.5)),
+        "declared subclass": _TwiceSoftmaxDeclared(),
+        "log-sum-exp": _MyLogSumExp(jnp.asarray(0.7)),
+    }
+
+    @jax.jit
+    def run(patterns, queries):
+        out = {}
+        for name, lagrangian in lagrangians.items():
+            for chunk in (5, None):
+                memory = hl.DenseMemory(patterns, lagrangian, "l2", chunk)
+                out[name, chunk or 0] = (
+                    energies_and_forces(memory, queries),
+                    derivatives(memory, queries),
+                )
+        return out
+
+    out = run(patterns, queries)
+    for name in lagrangians:
+        assert tree_allclose(out[name, 5], out[name, 0], rtol=1e-10), name
+    with pytest.raises(ValueError, match="`_NoBeta` declares `streaming = StreamedL"):
+        hl.DenseMemory(patterns, _NoBeta(), chunk_size=5)
+
+
 @pytest.mark.parametrize(
     "lagrangian, why",
     [
@@ -265,7 +348,11 @@ class _MyLagrangian(hl.Lagrangian):
         (hl.LNormmax(), "`LNormmax` cannot be evaluated chunk by chunk: its thresh"),
         (hl.LLayerNorm(), "`LLayerNorm` cannot be evaluated chunk by chunk: it norm"),
         (hl.LSphericalNorm(), "`LSphericalNorm` cannot be evaluated chunk by chunk"),
-        (_MyLagrangian(), "`_MyLagrangian` is not one of the Lagrangians whose red"),
+        (_MyLagrangian(), "`_MyLagrangian` does not declare how it reduces over t"),
+        (_TwiceSoftmax(), "`_TwiceSoftmax` does not declare how it reduces over t"),
+        (_TwiceSoftmax(), "so it does not inherit the reduction of its parent class"),
+        (_SharperSoftmax(), "`_SharperSoftmax` does not declare how it reduces over"),
+        (_SquaredSum(), "`_SquaredSum` does not declare how it reduces over the m"),
     ],
 )
 def test_lagrangians_that_couple_all_memories_are_refused(lagrangian, why):
@@ -322,3 +409,97 @@ def test_chunk_size_type_errors_without_the_hook():
         """
     )
     assert out.count("`chunk_size` must be a Python int in `DenseMemory`") == 3
+
+
+# ----------------------------------------------------------------------------------
+# extreme inverse temperatures
+# ----------------------------------------------------------------------------------
+
+
+LOG_SUM_EXP = (hl.LSoftmax, hl.LSoftmaxUnstable, hl.LGhostmax)
+
+
+@pytest.mark.parametrize(
+    "dtype, jit", [(jnp.float32, True), (jnp.float64, True), (jnp.float32, False)]
+)
+def test_chunked_gradients_at_large_beta_equal_the_unchunked(data, dtype, jit):
+    # At beta = 1e8 a logit beta * s is about 1e8, whose float32 spacing is 8: the
+    # online log-sum-exp must shift the similarities by their running maximum before
+    # scaling them, as the unchunked one does, or the weights and their tangents
+    # (the patterns' and beta's gradients) are wrong while energy and force are not.
+    patterns, queries = (a.astype(dtype) for a in data)
+
+    def grads(memory):
+        one = eqx.filter_grad(lambda m: m(queries[0]))(memory)
+        batch = eqx.filter_grad(lambda m: jnp.sum(jax.vmap(m)(queries)))(memory)
+        return jax.tree_util.tree_leaves((one, batch))
+
+    cases = [
+        (lagrangian, beta, similarity, chunk)
+        for lagrangian in LOG_SUM_EXP
+        for beta in (1e5, 1e8)
+        for similarity in ("dot", "l2")
+        for chunk in (3, 6)
+    ]
+    if not jit:  # eager: one case (each operation is dispatched on its own)
+        cases = [(hl.LSoftmax, 1e8, "l2", 6)]
+
+    def run(patterns):
+        out = []
+        for lagrangian, beta, similarity, chunk in cases:
+            lagr = lagrangian(jnp.asarray(beta, dtype))
+            memory = hl.DenseMemory(patterns, lagr, similarity, chunk)
+            unchunked = hl.DenseMemory(patterns, lagr, similarity)
+            out.append((grads(memory), grads(unchunked)))
+        return out
+
+    run = jax.jit(run) if jit else run
+    rtol = 1e-4 if dtype == jnp.float32 else 1e-10
+    for case, (got, expected) in zip(cases, run(patterns)):
+        scale = max(float(jnp.max(jnp.abs(e))) for e in expected)
+        assert tree_allclose(got, expected, rtol=rtol, atol=rtol * scale), case
+
+
+@pytest.mark.parametrize("jit", [True, False])
+def test_chunked_half_precision_at_large_beta_is_finite(data, jit):
+    # float16 holds numbers up to 65504: a logit beta * s overflows from beta = 6e4
+    # on, and beta = 1e5 itself does. Shifted before scaling, the chunked memory is
+    # finite and equals the unchunked one; a beta beyond the format's range is
+    # evaluated at its largest finite value, the limit beta -> inf to the format's
+    # precision (the softmax is one-hot there).
+    patterns, queries = data
+    cases = [
+        (dtype, lagrangian, beta, similarity)
+        for dtype in (jnp.float16, jnp.bfloat16)
+        for lagrangian in LOG_SUM_EXP
+        for beta in (6e4, 1e5, 1e8)
+        for similarity in ("dot", "l2")
+    ]
+    if not jit:
+        cases = [(jnp.float16, hl.LSoftmax, 1e5, "l2")]
+
+    def run(patterns, query):
+        out = []
+        for dtype, lagrangian, beta, similarity in cases:
+            lagr = lagrangian(jnp.asarray(beta, jnp.float32))
+            p, q = patterns.astype(dtype), query.astype(dtype)
+            out.append(
+                [
+                    jax.value_and_grad(hl.DenseMemory(p, lagr, similarity, chunk))(q)
+                    for chunk in (3, None)
+                ]
+            )
+        return out
+
+    run = jax.jit(run) if jit else run
+    for case, (got, expected) in zip(cases, run(patterns, queries[0])):
+        for a in (*got, *expected):
+            assert bool(jnp.all(jnp.isfinite(a))), case
+        assert tree_allclose(got, expected, rtol=1e-2, atol=1e-2), case
+        # The limit: the energy is minus the largest similarity.
+        p = patterns.astype(case[0]).astype(jnp.float64)
+        q = queries[0].astype(case[0]).astype(jnp.float64)
+        s = p @ q if case[3] == "dot" else -0.5 * jnp.sum((p - q) ** 2, axis=1)
+        if case[1] is hl.LGhostmax:  # the ghost similarity 0
+            s = jnp.append(s, 0.0)
+        assert abs(float(got[0]) + float(jnp.max(s))) < 2e-2, case

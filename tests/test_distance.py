@@ -3,6 +3,7 @@
 
 import itertools
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -103,6 +104,38 @@ def test_log_sum_relu_closed_form_and_gradients(rng):
     assert tree_allclose(
         hl.LLogSumReLU(beta, axis=0)(xs), hl.lagr_log_sum_relu(xs, beta, axis=0).sum()
     )
+
+
+@pytest.mark.parametrize("jitted", [False, True])
+def test_log_sum_relu_at_the_kink_and_beyond_every_kernel(jitted):
+    # At the kink 1 + beta x = 0 the activation is the subgradient 0 (as documented),
+    # not the half that `jnp.maximum` gives a tie.
+    x = jnp.asarray([-0.5, 0.2, -3.0])
+    grad = jax.grad(lambda x: hl.lagr_log_sum_relu(x, 2.0).sum())
+    activation = hl.LLogSumReLU(2.0).activation
+    if jitted:
+        grad, activation = jax.jit(grad), eqx.filter_jit(activation)
+    expected = jnp.asarray([0.0, 1 / (1e-6 + 1.4), 0.0])
+    assert tree_allclose(grad(x), expected, rtol=1e-12)
+    assert tree_allclose(activation(x), expected, rtol=1e-12)
+    # A state beyond every kernel's reach: no force, finite energy, in every dtype.
+    # (In float16 the derivative of the logarithm, 1 / eps = 1e6, overflows; 0 times
+    # it was NaN.)
+    rng = np.random.default_rng(0)
+    patterns = jnp.asarray(rng.standard_normal((6, 4)) / 2)
+    for dtype in (jnp.float16, jnp.bfloat16, jnp.float32):
+        for chunk in (None, 4):
+            memory = hl.DenseMemory(
+                patterns.astype(dtype), hl.LLogSumReLU(1.0), "l2", chunk
+            )
+            fn = jax.value_and_grad(memory)
+            fn = jax.jit(fn) if jitted else fn
+            for far in (3.0, 300.0):
+                energy, force = fn(jnp.full((4,), far, dtype))
+                case = (dtype, chunk, far)
+                assert energy.dtype == force.dtype == dtype, case
+                assert abs(float(energy) - float(-np.log(1e-6))) < 0.05, case
+                assert bool(jnp.all(force == 0)), (case, force)
 
 
 def test_log_sum_relu_bad_arguments():

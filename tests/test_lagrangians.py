@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import run_without_hook
+from helpers import run_without_hook, tree_allclose
 
 import hamux_lagr as hl
 from hamux_lagr import (
@@ -974,3 +974,96 @@ def test_layernorm_energy_is_finite_at_constant_state():
     out = _evaluate(hl.LLayerNorm(), jnp.full((3, 4), 2.0))
     assert all(np.all(np.isfinite(v)) for v in out.values())
     assert math.isfinite(float(out["energy"]))
+
+
+_REDUCING = {
+    "lagr_softmax": (hl.functional.lagr_softmax, hl.LSoftmax()),
+    "lagr_softmax_unstable": (
+        hl.functional.lagr_softmax_unstable,
+        hl.LSoftmaxUnstable(),
+    ),
+    "lagr_ghostmax": (hl.functional.lagr_ghostmax, hl.LGhostmax()),
+    "lagr_layernorm": (hl.functional.lagr_layernorm, hl.LLayerNorm()),
+    "lagr_spherical_norm": (hl.functional.lagr_spherical_norm, hl.LSphericalNorm()),
+    "lagr_log_sum_relu": (hl.functional.lagr_log_sum_relu, hl.LLogSumReLU()),
+    "lagr_sparsemax": (hl.functional.lagr_sparsemax, hl.LSparsemax()),
+    "lagr_entmax": (hl.functional.lagr_entmax, hl.LEntmax()),
+    "lagr_normmax": (hl.functional.lagr_normmax, hl.LNormmax()),
+}
+
+
+@pytest.mark.parametrize("name", list(_REDUCING))
+@pytest.mark.parametrize("jit", [False, True])
+def test_reducing_over_an_empty_axis_names_x_and_axis(name, jit):
+    # A reduction over no entries (a max, a mean) has no value to give: every
+    # Lagrangian that reduces over `axis` says so, naming `x` and `axis`.
+    fn, module = _REDUCING[name]
+    wrap = jax.jit if jit else (lambda f: f)
+    calls = {
+        "function": lambda x: fn(x),
+        "function, axis 0": lambda x: fn(x.T, axis=0),
+        "module": lambda x: module(x),
+        "activation": lambda x: module.activation(x),
+    }
+    for what, call in calls.items():
+        with pytest.raises(ValueError, match="`x` has size 0 along `axis`") as e:
+            wrap(call)(jnp.zeros((2, 0)))
+        assert f"`{name} / L" in str(e.value), what
+    # Entries along `axis` but none along another axis: nothing to refuse.
+    assert fn(jnp.zeros((0, 3))).shape == (0, 1)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+@pytest.mark.parametrize("jit", [False, True])
+def test_beta_beyond_a_half_precision_range_is_its_largest_finite(dtype, jit):
+    # beta = 1e5 is +inf in float16, and inf * 0 is NaN: a beta beyond the format's
+    # range is evaluated at its largest finite number, the limit beta -> inf to the
+    # format's precision (value and activation finite, never NaN).
+    x = jnp.asarray([-0.5, 0.0, 0.25, 1.0], dtype)
+    relu, step = jnp.maximum(x, 0), (x > 0).astype(dtype)
+    cases = {
+        "LTanh": (hl.LTanh(1e5), jnp.sum(jnp.abs(x)), jnp.sign(x)),
+        "LSigmoid": (hl.LSigmoid(1e5), jnp.sum(relu), jnp.where(x == 0, 0.5, step)),
+        "LSoftmax": (hl.LSoftmax(1e5), x[3], jnp.asarray([0, 0, 0, 1], dtype)),
+        "LGhostmax": (hl.LGhostmax(1e5), x[3], jnp.asarray([0, 0, 0, 1], dtype)),
+        "LSparsemax": (hl.LSparsemax(1e5), x[3], jnp.asarray([0, 0, 0, 1], dtype)),
+        "LNormmax": (hl.LNormmax(2.0, 1e5), x[3], jnp.asarray([0, 0, 0, 1], dtype)),
+    }
+    for name, (lagrangian, value, activation) in cases.items():
+        fn = jax.value_and_grad(lagrangian)
+        fn = jax.jit(fn) if jit else fn
+        got_value, got_activation = fn(x)
+        assert tree_allclose(got_value, value.astype(dtype), atol=1e-2), name
+        assert tree_allclose(got_activation, activation, atol=1e-2), name
+    # The exponentials overflow (the true value), but never to NaN.
+    for lagrangian in (hl.LExp(1e5), hl.LRexp(1e5)):
+        value, activation = jax.value_and_grad(lagrangian)(x)
+        assert not bool(jnp.any(jnp.isnan(activation))), lagrangian
+        assert not bool(jnp.isnan(value)), lagrangian
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_softmax_and_ghostmax_at_infinite_entries_give_the_limits(jit):
+    # The value at an infinite maximum is the maximum; the activation is its limit,
+    # the one-hot at a +inf entry (uniform over several) or, all entries -inf, the
+    # uniform distribution (the ghostmax: all 0, the ghost takes the mass). Never NaN.
+    inf = np.inf
+    cases = [
+        ([inf, 0.3, -inf], inf, [1, 0, 0], inf, [1, 0, 0]),
+        ([inf, inf, 1.0], inf, [0.5, 0.5, 0], inf, [0.5, 0.5, 0]),
+        ([-inf, -inf, -inf], -inf, [1 / 3] * 3, 0.0, [0, 0, 0]),
+    ]
+    for x, sv, sg, gv, gg in cases:
+        x = jnp.asarray(x)
+        for lagrangian, value, activation in (
+            (hl.LSoftmax(2.0), sv, sg),
+            (hl.LGhostmax(2.0), gv, gg),
+        ):
+            fn = eqx.filter_value_and_grad(lambda m, x: m(x))
+            grad_x = jax.grad(lambda x: lagrangian(x))
+            if jit:
+                fn, grad_x = eqx.filter_jit(fn), jax.jit(grad_x)
+            got, grads = fn(lagrangian, x)
+            assert float(got) == value, (lagrangian, x)
+            assert tree_allclose(grad_x(x), jnp.asarray(activation, x.dtype)), x
+            assert float(grads.beta) == 0.0, (lagrangian, x)

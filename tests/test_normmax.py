@@ -145,6 +145,55 @@ def test_alpha_limits():
     assert np.max(np.abs(np.asarray(g) - expect)) < 1e-3
 
 
+def stable_ref_value(x, alpha, beta, p=None):
+    """`ref_value` with the norm in a stable float64 form, p_max times the alpha-norm
+    of p / p_max (whose largest term is 1), and its alpha derivative at fixed p (the
+    reference maximiser, or `p`) by central differences."""
+    p = ref_normmax(beta * x, alpha) if p is None else p
+
+    def norm(a):
+        top = p.max()
+        return top * np.sum((p / top) ** a) ** (1 / a)
+
+    h = 1e-4 * alpha
+    dnorm = (norm(alpha + h) - norm(alpha - h)) / (2 * h)
+    return (p @ (beta * x) - norm(alpha) + 1) / beta, -dnorm / beta, p
+
+
+@pytest.mark.parametrize("jitted", [True, False])
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+def test_large_alpha_value_and_alpha_gradient_match_the_closed_form(jitted, dtype):
+    # The norm's powers p_i^alpha underflow from alpha ~ 100 in float32 (1000 in
+    # float64): the norm must be computed in log space, or the value is wrong and the
+    # alpha gradient NaN. As alpha -> inf the alpha-norm tends to the max-norm.
+    x = jnp.asarray(X, dtype)
+    fn = jax.value_and_grad(_total, argnums=(0, 1, 2))
+    module_fn = eqx.filter_value_and_grad(lambda m, x: m(x))
+    if jitted:
+        fn, module_fn = jax.jit(fn), eqx.filter_jit(module_fn)
+    rtol = 1e-12 if dtype == jnp.float64 else 2e-5
+    for alpha in (50.0, 100.0, 300.0, 1e3, 1e4, 1e6):
+        ref, ref_dalpha, ref_p = stable_ref_value(X, alpha, 1.5)
+        value, (g, dalpha, dbeta) = fn(x, jnp.asarray(alpha, dtype), 1.5)
+        assert abs(float(value) - ref) <= rtol * abs(ref), (alpha, value, ref)
+        assert np.allclose(np.asarray(g), ref_p, rtol=rtol, atol=rtol), alpha
+        # The alpha gradient is tiny (about 1/alpha^2); its reference has the
+        # truncation error of a central difference. It is taken at the computed
+        # maximiser, whose rounding error in float32 is the input's, not the norm's.
+        _, ref_dalpha, _ = stable_ref_value(X, alpha, 1.5, np.asarray(g, np.float64))
+        dtol = 1e-6 if dtype == jnp.float64 else 1e-4
+        assert abs(float(dalpha) - ref_dalpha) <= dtol * abs(ref_dalpha), (
+            alpha,
+            dalpha,
+            ref_dalpha,
+        )
+        assert bool(jnp.isfinite(dbeta))
+        module = LNormmax(jnp.asarray(alpha, dtype), jnp.asarray(1.5, dtype))
+        m_value, m_grads = module_fn(module, x)
+        assert tree_allclose(m_value, value, rtol=rtol)
+        assert tree_allclose(m_grads.alpha, dalpha, rtol=dtol, atol=1e-30)
+
+
 def test_bisection_accuracy(rng):
     # Random inputs, several alphas: the activation to ~1e-15 in float64.
     worst = 0.0

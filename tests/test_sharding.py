@@ -265,6 +265,12 @@ def test_shard_refuses_unknown_axes():
         hl.shard_states(jnp.ones((2, 3)), mesh, batch_axis=("data", "model"))
     with pytest.raises(ValueError, match="the batch as its first axis"):
         hl.shard_states(jnp.ones(()), mesh, batch_axis="data")
+    # A mesh axis named twice: our message, not JAX's `DuplicateSpecError`.
+    for repeated in (("data", "data"), ["data", "data"]):
+        with pytest.raises(ValueError, match="`patterns_axis` names the mesh axis 'd"):
+            hl.shard(memory, mesh, patterns_axis=repeated)
+        with pytest.raises(ValueError, match="`batch_axis` names the mesh axis 'dat"):
+            hl.shard_states(jnp.ones((2, 3)), mesh, batch_axis=repeated)
 
 
 def test_shard_type_errors_without_the_hook():

@@ -9,6 +9,7 @@ import pytest
 from helpers import run_without_hook, tree_allclose
 
 from hamux_lagr import lagr_softmax
+from hamux_lagr._lagrangians.normmax import lagr_normmax, LNormmax
 from hamux_lagr._lagrangians.sparse import (
     bisection_steps,
     lagr_entmax,
@@ -275,6 +276,45 @@ def test_minus_infinity_entries_are_masked_out():
         assert tree_allclose(v, jnp.sum(f(finite)), rtol=1e-14)
         assert float(g[1]) == 0.0
         assert tree_allclose(jnp.delete(g, 1), act(f)(finite), atol=1e-14)
+
+
+_THRESHOLDED = {
+    "sparsemax": (lambda x: lagr_sparsemax(x, 2.0), LSparsemax(2.0)),
+    "entmax 1.5": (lambda x: lagr_entmax(x, 1.5, 2.0), LEntmax(1.5, 2.0)),
+    "entmax 1.3": (lambda x: lagr_entmax(x, 1.3, 2.0), LEntmax(1.3, 2.0)),
+    "normmax": (lambda x: lagr_normmax(x, 2.0, 2.0), LNormmax(2.0, 2.0)),
+    "normmax 5": (lambda x: lagr_normmax(x, 5.0, 2.0), LNormmax(5.0, 2.0)),
+}
+
+
+@pytest.mark.parametrize("name", list(_THRESHOLDED))
+@pytest.mark.parametrize("jitted", [False, True])
+def test_infinite_maxima_give_the_limits(name, jitted):
+    # One +inf entry: the Lagrangian is +inf and the activation the one-hot at it
+    # (several: uniform over them), the limit of a growing entry. All entries -inf:
+    # -inf, and the uniform distribution (the limit of equal entries). Never NaN.
+    fn, module = _THRESHOLDED[name]
+    inf = np.inf
+    cases = [
+        ([inf, 0.3, 1.0, -inf], inf, [1, 0, 0, 0]),
+        ([0.3, inf, inf, -2.0], inf, [0, 0.5, 0.5, 0]),
+        ([-inf, -inf, -inf, -inf], -inf, [0.25, 0.25, 0.25, 0.25]),
+    ]
+    value_and_grad = jax.value_and_grad(lambda x: jnp.sum(fn(x)))
+    module_grads = eqx.filter_grad(lambda m, x: m(x))
+    if jitted:
+        value_and_grad, module_grads = (
+            jax.jit(value_and_grad),
+            eqx.filter_jit(module_grads),
+        )
+    for x, value, activation in cases:
+        x = jnp.asarray(x)
+        got, g = value_and_grad(x)
+        assert float(got) == value, (x, got)
+        assert tree_allclose(g, jnp.asarray(activation, x.dtype), atol=1e-12), (x, g)
+        assert tree_allclose(module.activation(x), g, atol=1e-12)
+        params = jax.tree_util.tree_leaves(module_grads(module, x))
+        assert all(bool(jnp.all(jnp.isfinite(p))) for p in params), (x, params)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float16, jnp.bfloat16])

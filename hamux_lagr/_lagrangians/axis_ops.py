@@ -47,3 +47,15 @@ def axis_expand(m: Float[Array, "..."], shape: tuple[int, ...]) -> Float[Array, 
         return jnp.broadcast_to(m, shape)
     ones = jnp.ones((shape[0], 1), m.dtype)
     return lax.dot_general(ones, m, (((1,), (0,)), ((), ())), precision=_HIGHEST)
+
+
+def check_nonempty_axis(x: Array, axis: int, where: str) -> None:
+    """A `ValueError` naming `x` and `axis` when `x` has no entry along `axis` (a
+    static check on the shape: it costs nothing under `jax.jit`)."""
+    if x.shape[axis] == 0:
+        raise ValueError(
+            f"`x` has size 0 along `axis` (axis {axis} of shape {x.shape}) in "
+            f"`{where}`, which reduces over `axis`: a reduction over no entries has no "
+            "activation. Pass a state with at least one entry along `axis`, or choose "
+            "another `axis`."
+        )

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._custom_types import ParamLike, Scalar, StateLike
+from .._misc import largest_finite
 from .._validation import (
     as_state,
     check_broadcasts,
@@ -38,6 +39,7 @@ from .base import (
     Lagrangian,
 )
 from .jvp import tangent_sum
+from .streaming import StreamedSum
 
 
 _LOG2 = math.log(2.0)
@@ -45,12 +47,14 @@ _LOG2 = math.log(2.0)
 
 @jax.custom_jvp
 def _exp(x, beta):
+    beta = largest_finite(beta)  # a beta beyond the dtype: its largest finite
     return jnp.exp(beta * x) / beta
 
 
 @ft.partial(_exp.defjvp, symbolic_zeros=True)
 def _exp_jvp(primals, tangents):
     x, beta = primals
+    beta = largest_finite(beta)
     x_dot, beta_dot = tangents
     z = beta * x
     ez = jnp.exp(z)
@@ -89,6 +93,7 @@ def lagr_exp(x: StateLike, beta: ParamLike = 1.0) -> Float[Array, "..."]:
 
 @jax.custom_jvp
 def _rexp(x, beta):
+    beta = largest_finite(beta)  # a beta beyond the dtype: its largest finite
     xb = jnp.maximum(x, 0)
     return jnp.exp(beta * xb) / beta - xb
 
@@ -96,6 +101,7 @@ def _rexp(x, beta):
 @ft.partial(_rexp.defjvp, symbolic_zeros=True)
 def _rexp_jvp(primals, tangents):
     x, beta = primals
+    beta = largest_finite(beta)
     x_dot, beta_dot = tangents
     xb = jnp.maximum(x, 0)
     z = beta * xb
@@ -169,12 +175,14 @@ def _tanh_dbeta(x, beta):
 
 @jax.custom_jvp
 def _tanh(x, beta):
+    beta = largest_finite(beta)  # a beta beyond the dtype: its largest finite
     return _tanh_value(x, beta)
 
 
 @ft.partial(_tanh.defjvp, symbolic_zeros=True)
 def _tanh_jvp(primals, tangents):
     x, beta = primals
+    beta = largest_finite(beta)
     x_dot, beta_dot = tangents
     out = _tanh_value(x, beta)
     tangent = tangent_sum(
@@ -226,12 +234,14 @@ def _sigmoid_dbeta_per_scale(x, beta):
 
 @jax.custom_jvp
 def _sigmoid(x, beta, scale):
+    beta = largest_finite(beta)  # a beta beyond the dtype: its largest finite
     return scale * _sigmoid_value_per_scale(x, beta)
 
 
 @ft.partial(_sigmoid.defjvp, symbolic_zeros=True)
 def _sigmoid_jvp(primals, tangents):
     x, beta, scale = primals
+    beta = largest_finite(beta)
     x_dot, beta_dot, scale_dot = tangents
     per_scale = _sigmoid_value_per_scale(x, beta)
     out = scale * per_scale
@@ -329,6 +339,8 @@ class LExp(_AbstractTemperatureLagrangian):
       number). For energy dynamics, it is important that `beta` be positive.
     """
 
+    streaming = StreamedSum()
+
     def _kernel(self, x: Array, beta: Array) -> Array:
         return _exp(x, beta)
 
@@ -347,6 +359,8 @@ class LRexp(_AbstractTemperatureLagrangian):
     - `min_beta`: minimal accepted value of `beta` (static, a positive Python
       number). For energy dynamics, it is important that `beta` be positive.
     """
+
+    streaming = StreamedSum()
 
     def _kernel(self, x: Array, beta: Array) -> Array:
         return _rexp(x, beta)
@@ -368,6 +382,8 @@ class LTanh(_AbstractTemperatureLagrangian):
       number). For energy dynamics, it is important that `beta` be positive.
     """
 
+    streaming = StreamedSum()
+
     def _kernel(self, x: Array, beta: Array) -> Array:
         return _tanh(x, beta)
 
@@ -387,6 +403,8 @@ class LSigmoid(Lagrangian):
     - `min_beta`: minimal accepted value of `beta` (static, a positive Python
       number). For energy dynamics, it is important that `beta` be positive.
     """
+
+    streaming = StreamedSum()
 
     beta: Float[Array, "..."]
     scale: Float[Array, "..."]

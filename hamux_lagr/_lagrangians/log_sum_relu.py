@@ -8,11 +8,15 @@ with Epanechnikov energy": the negative log of a kernel density estimate with th
 Epanechnikov kernel.
 """
 
+import functools as ft
+
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._custom_types import ParamLike, Scalar, StateLike
+from .._misc import largest_finite
 from .._validation import (
     as_state,
     learnable,
@@ -21,8 +25,12 @@ from .._validation import (
     static_axis,
     static_float,
 )
+from .axis_ops import axis_dot, axis_expand, check_nonempty_axis
 from .base import _array_or_as_given, _evaluated_beta, checked_parameters, Lagrangian
+from .jvp import tangent_sum
 from .softmax import _reduced_shape
+from .sparse import _compute_dtype as compute_dtype
+from .streaming import StreamedLogSumReLU
 
 
 def _eps(eps: object, where: str) -> float:
@@ -35,10 +43,53 @@ def _eps(eps: object, where: str) -> float:
     )
 
 
+def _parts(x, beta, eps, axis):
+    z = jnp.ones((), x.dtype) + beta * x
+    on = z > 0
+    # eps + sum of the active terms (the kernels that reach x).
+    mass = jnp.asarray(eps, x.dtype) + jnp.sum(
+        jnp.where(on, z, 0), axis=axis, keepdims=True
+    )
+    return on, mass, jnp.log(mass) / beta
+
+
+@ft.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def _log_sum_relu_kernel(x, beta, eps, axis):
+    return _parts(x, beta, eps, axis)[-1]
+
+
+@ft.partial(_log_sum_relu_kernel.defjvp, symbolic_zeros=True)
+def _log_sum_relu_jvp(eps, axis, primals, tangents):
+    # The activation is 1[1 + beta x > 0] / mass: 0 at the kink (the subgradient the
+    # docstring promises; `jnp.maximum` would give a tie half), and written as a
+    # quotient so that a state beyond every kernel's reach has 0 / eps, never
+    # 0 * (1 / eps), which is NaN where 1 / eps overflows (1e6 in float16).
+    x, beta = primals
+    x_dot, beta_dot = tangents
+    on, mass, out = _parts(x, beta, eps, axis)
+    activation = on.astype(x.dtype) / axis_expand(mass, x.shape)
+
+    def dx():
+        return axis_dot(activation, x_dot, axis)
+
+    def dbeta():
+        # d/dbeta log(mass) / beta = (sum of the active x / mass - out) / beta.
+        active_x = jnp.sum(jnp.where(on, x, 0), axis=axis, keepdims=True)
+        return (active_x / mass - out) / beta * beta_dot
+
+    return out, tangent_sum(out, (x_dot, dx), (beta_dot, dbeta))
+
+
 def _log_sum_relu(x: Array, beta: Array, eps: float, axis: int) -> Array:
-    one = jnp.ones((), x.dtype)
-    total = jnp.sum(jnp.maximum(one + beta * x, 0), axis=axis, keepdims=True)
-    return jnp.log(jnp.asarray(eps, x.dtype) + total) / beta
+    """The unchecked Lagrangian; half precision is computed in float32 (`eps` = 1e-6
+    is a subnormal float16, and `1 / eps` overflows it)."""
+    check_nonempty_axis(x, axis, "lagr_log_sum_relu / LLogSumReLU")
+    beta = largest_finite(beta)
+    dtype = compute_dtype(x.dtype)
+    if dtype == x.dtype:
+        return _log_sum_relu_kernel(x, beta, eps, axis)
+    out = _log_sum_relu_kernel(x.astype(dtype), beta.astype(dtype), eps, axis)
+    return out.astype(x.dtype)
 
 
 def lagr_log_sum_relu(
@@ -62,8 +113,9 @@ def lagr_log_sum_relu(
     **Not convex**: the logarithm of a piecewise-linear function. It belongs in a
     memory's separation (a synapse), not as the Lagrangian of a neuron layer, whose
     energy and dynamics need a convex Lagrangian. The gradient is piecewise constant in
-    each $x_i$: plain autodiff is exact (the subgradient 0 at the kink
-    $1 + \beta x_i = 0$).
+    each $x_i$; a custom JVP gives it in closed form, with the subgradient 0 at the kink
+    $1 + \beta x_i = 0$, and 0 (not NaN) where no kernel reaches $x$, in every dtype
+    (half precision is computed in float32).
 
     **Arguments:**
 
@@ -105,6 +157,8 @@ class LLogSumReLU(Lagrangian):
     - `min_beta`: minimal accepted value of `beta` (static, a positive Python
       number).
     """
+
+    streaming = StreamedLogSumReLU()
 
     beta: Float[Array, "..."] = eqx.field(default=1.0, converter=_array_or_as_given)
     eps: float = eqx.field(static=True, default=1e-6)

@@ -22,6 +22,7 @@ from .._validation import (
     normalise_axis,
     static_float,
 )
+from .axis_ops import check_nonempty_axis
 from .base import (
     _array_or_as_given,
     _float_or_as_given,
@@ -30,6 +31,7 @@ from .base import (
     Lagrangian,
 )
 from .jvp import tangent_sum
+from .streaming import NotStreamed
 
 
 def scalar_gamma(gamma: Array, where: str) -> Array:
@@ -75,6 +77,7 @@ def _prepare(x, gamma, delta, axis, eps, fn):
 
 
 def _layernorm_parts(x, gamma, delta, axis, eps):
+    check_nonempty_axis(x, axis, "lagr_layernorm / LLayerNorm")
     xc = x - jnp.mean(x, axis=axis, keepdims=True)
     s = jnp.sqrt(jnp.mean(xc * xc, axis=axis, keepdims=True) + eps)
     dim = x.shape[axis]
@@ -145,6 +148,7 @@ def lagr_layernorm(
 
 
 def _spherical_parts(x, gamma, delta, axis, eps):
+    check_nonempty_axis(x, axis, "lagr_spherical_norm / LSphericalNorm")
     s = jnp.sqrt(jnp.sum(x * x, axis=axis, keepdims=True) + eps)
     out = gamma * s + jnp.sum(delta * x, axis=axis, keepdims=True)
     return s, out
@@ -277,6 +281,8 @@ class LLayerNorm(_AbstractNormLagrangian):
     - `eps`: prevents division by 0 (static, a Python number `>= 0`).
     """
 
+    streaming = NotStreamed("it normalises over all the similarities")
+
     def _kernel(
         self, x: Array, gamma: Array, delta: Array, axis: int, eps: float
     ) -> Array:
@@ -298,6 +304,8 @@ class LSphericalNorm(_AbstractNormLagrangian):
       axis.
     - `eps`: prevents division by 0 (static, a Python number `>= 0`).
     """
+
+    streaming = NotStreamed("it normalises over all the similarities")
 
     def _kernel(
         self, x: Array, gamma: Array, delta: Array, axis: int, eps: float

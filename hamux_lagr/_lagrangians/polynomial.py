@@ -18,6 +18,7 @@ from .._validation import (
 )
 from .base import Lagrangian
 from .jvp import tangent_sum
+from .streaming import StreamedSum
 
 
 @jax.custom_jvp
@@ -138,6 +139,8 @@ class LIdentity(Lagrangian):
     $\mathcal{L}(x) = \frac{1}{2}\sum_i x_i^2$, $g(x) = x$. See `lagr_identity`.
     """
 
+    streaming = StreamedSum()
+
     def __call__(self, x: StateLike) -> Scalar:
         r"""The scalar Lagrangian of one unbatched state.
 
@@ -158,6 +161,8 @@ class LRelu(Lagrangian):
     $\mathcal{L}(x) = \frac{1}{2}\sum_i \max(x_i, 0)^2$, $g(x) = \max(x, 0)$. See
     `lagr_relu`.
     """
+
+    streaming = StreamedSum()
 
     def __call__(self, x: StateLike) -> Scalar:
         r"""The scalar Lagrangian of one unbatched state.
@@ -185,6 +190,8 @@ class LRepu(Lagrangian):
     - `n`: the degree of the RePU (static): a finite Python number `n >= 1`. By
       default 2, the ReLU.
     """
+
+    streaming = StreamedSum()
 
     n: float = eqx.field(static=True)
 

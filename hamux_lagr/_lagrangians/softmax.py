@@ -13,6 +13,7 @@ from jax import lax
 from jaxtyping import Array, Float
 
 from .._custom_types import ParamLike, Scalar, StateLike
+from .._misc import largest_finite
 from .._validation import (
     as_state,
     learnable,
@@ -20,7 +21,7 @@ from .._validation import (
     state_and_beta,
     static_axis,
 )
-from .axis_ops import axis_dot, axis_expand
+from .axis_ops import axis_dot, axis_expand, check_nonempty_axis
 from .base import (
     _array_or_as_given,
     _axis_or_as_given,
@@ -31,6 +32,7 @@ from .base import (
     Lagrangian,
 )
 from .jvp import tangent_sum
+from .streaming import StreamedLogSumExp
 
 
 def _reduced_shape(shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
@@ -57,6 +59,8 @@ def _softmax_parts(x, beta, axis):
     # beta * (x - max(x)) is exactly 0 at the maximum. (The other order, beta x -
     # max(beta x), XLA fuses into one multiply-add whose rounding error, about
     # |beta x| * eps, overflows exp at a large beta: -inf and NaN under jit.)
+    check_nonempty_axis(x, axis, "lagr_softmax / LSoftmax")
+    beta = largest_finite(beta)
     m = lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
     y = beta * (x - axis_expand(m, x.shape))
     e = jnp.exp(y)
@@ -74,6 +78,16 @@ def _safe_log_p(p, log_p):
     return jnp.where(p > 0, log_p, 0)
 
 
+def _limit_at_infinity(p, x, out, axis):
+    """`p`, or where the Lagrangian `out` is infinite (a `+inf` entry, or every entry
+    `-inf`), the limit: uniform over the entries equal to it (the one-hot at a single
+    `+inf`; uniform over all entries when all are `-inf`)."""
+    level = axis_expand(out, x.shape)
+    at = (x == level).astype(p.dtype)
+    count = jnp.maximum(axis_dot(at, at, axis), 1)
+    return jnp.where(jnp.isfinite(level), p, at / axis_expand(count, x.shape))
+
+
 @ft.partial(jax.custom_jvp, nondiff_argnums=(2,))
 def _softmax(x, beta, axis):
     return _softmax_parts(x, beta, axis)[-1]
@@ -84,12 +98,14 @@ def _softmax_jvp(axis, primals, tangents):
     x, beta = primals
     x_dot, beta_dot = tangents
     y, e, s, log_s, out = _softmax_parts(x, beta, axis)
-    p = e / axis_expand(s, e.shape)
+    p = _limit_at_infinity(e / axis_expand(s, e.shape), x, out, axis)
 
     def dbeta():
-        # d/dbeta logsumexp(beta x) / beta = sum(p log p) / beta**2 (minus the entropy).
+        # d/dbeta logsumexp(beta x) / beta = sum(p log p) / beta**2 (minus the entropy);
+        # 0 at an infinite maximum, where the value is the maximum.
         log_p = _safe_log_p(p, y - axis_expand(log_s, y.shape))
-        return axis_dot(p, log_p, axis) / beta**2 * beta_dot
+        neg_h = jnp.where(jnp.isfinite(out), axis_dot(p, log_p, axis), 0)
+        return neg_h / beta**2 * beta_dot
 
     tangent = tangent_sum(
         out,
@@ -107,7 +123,10 @@ def lagr_softmax(
     $$\mathcal{L}(x) = \frac{1}{\beta} \log \sum_i e^{\beta x_i}, \qquad
     \frac{\partial \mathcal{L}}{\partial x} = \operatorname{softmax}(\beta x).$$
 
-    Stable at every magnitude (the maximum is subtracted before exponentiating). A
+    Stable at every magnitude (the maximum is subtracted before exponentiating); at an
+    infinite maximum (a `+inf` entry, or every entry `-inf`) the value is the maximum
+    and the activation its limit, the one-hot at the `+inf` entry (uniform over
+    several) or the uniform distribution. A
     custom JVP gives the softmax for `x` and the exact derivative for `beta`,
     $\frac{1}{\beta^2}\sum_i p_i \log p_i$ with $p = \operatorname{softmax}(\beta x)$,
     computed without cancellation.
@@ -119,7 +138,9 @@ def lagr_softmax(
 
     - `x`: the state, at least one dimension.
     - `beta`: inverse temperature, positive and finite; a scalar (or an array
-      broadcasting to the output shape).
+      broadcasting to the output shape). One beyond the range of `x`'s dtype (float16:
+      65504) is evaluated at the dtype's largest finite number, the limit
+      $\beta\to\infty$ ($\max_i x_i$) to the format's precision.
     - `axis`: the axis over which to apply the log-sum-exp.
 
     **Returns:**
@@ -161,6 +182,8 @@ def lagr_softmax_unstable(
 
 def _softmax_unstable(x, beta, axis):
     # Shifted before scaling, like `_softmax_parts`.
+    check_nonempty_axis(x, axis, "lagr_softmax_unstable / LSoftmaxUnstable")
+    beta = largest_finite(beta)
     m = lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
     return (
         m + jnp.log(jnp.sum(jnp.exp(beta * (x - m)), axis=axis, keepdims=True)) / beta
@@ -170,6 +193,8 @@ def _softmax_unstable(x, beta, axis):
 def _ghostmax_parts(x, beta, axis):
     # Shift by max(max(x), 0) before scaling (the ghost logit is 0; see
     # `_softmax_parts` for why the shift comes first).
+    check_nonempty_axis(x, axis, "lagr_ghostmax / LGhostmax")
+    beta = largest_finite(beta)
     m = lax.stop_gradient(jnp.maximum(jnp.max(x, axis=axis, keepdims=True), 0))
     y = beta * (x - axis_expand(m, x.shape))
     bm = beta * m
@@ -192,7 +217,7 @@ def _ghostmax_jvp(axis, primals, tangents):
     x, beta = primals
     x_dot, beta_dot = tangents
     bm, y, e, s, log_s, out = _ghostmax_parts(x, beta, axis)
-    p = e / axis_expand(s, e.shape)
+    p = _limit_at_infinity(e / axis_expand(s, e.shape), x, out, axis)
 
     def dbeta():
         # Minus the entropy of (p, p0), p0 = 1 - sum(p) the ghost's probability.
@@ -200,6 +225,7 @@ def _ghostmax_jvp(axis, primals, tangents):
         p0 = jnp.exp(log_p0)
         log_p = _safe_log_p(p, y - axis_expand(log_s, y.shape))
         neg_h = axis_dot(p, log_p, axis) + p0 * _safe_log_p(p0, log_p0)
+        neg_h = jnp.where(jnp.isfinite(out), neg_h, 0)  # a +inf entry: see above
         return neg_h / beta**2 * beta_dot
 
     tangent = tangent_sum(
@@ -233,7 +259,8 @@ def lagr_ghostmax(
     **Arguments:**
 
     - `x`: the state, at least one dimension.
-    - `beta`: inverse temperature, positive and finite.
+    - `beta`: inverse temperature, positive and finite (beyond the range of `x`'s
+      dtype, evaluated at its largest finite number, as in `lagr_softmax`).
     - `axis`: the axis over which to reduce.
 
     **Returns:**
@@ -306,6 +333,8 @@ class LSoftmax(_AbstractSoftmaxLagrangian):
       number). For energy dynamics, it is important that `beta` be positive.
     """
 
+    streaming = StreamedLogSumExp()
+
     def _kernel(self, x: Array, beta: Array, axis: int) -> Array:
         return _softmax(x, beta, axis)
 
@@ -326,6 +355,8 @@ class LSoftmaxUnstable(_AbstractSoftmaxLagrangian):
     - `min_beta`: minimal accepted value of `beta` (static, a positive Python
       number). For energy dynamics, it is important that `beta` be positive.
     """
+
+    streaming = StreamedLogSumExp()
 
     def _kernel(self, x: Array, beta: Array, axis: int) -> Array:
         return _softmax_unstable(x, beta, axis)
@@ -348,6 +379,8 @@ class LGhostmax(_AbstractSoftmaxLagrangian):
     - `min_beta`: minimal accepted value of `beta` (static, a positive Python
       number). For energy dynamics, it is important that `beta` be positive.
     """
+
+    streaming = StreamedLogSumExp(ghost=True)
 
     def _kernel(self, x: Array, beta: Array, axis: int) -> Array:
         return _ghostmax(x, beta, axis)

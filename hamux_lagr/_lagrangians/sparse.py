@@ -32,6 +32,7 @@ from jax import lax
 from jaxtyping import Array, Float
 
 from .._custom_types import ParamLike, Scalar, StateLike
+from .._misc import largest_finite
 from .._validation import (
     as_state,
     check_broadcasts,
@@ -43,10 +44,11 @@ from .._validation import (
     static_axis,
     static_float,
 )
-from .axis_ops import axis_dot, axis_expand
+from .axis_ops import axis_dot, axis_expand, check_nonempty_axis
 from .base import _min_beta, checked_parameters, Lagrangian
 from .jvp import tangent_sum
 from .softmax import _AbstractSoftmaxLagrangian, _reduced_shape, _softmax
+from .streaming import NotStreamed
 
 
 def bisection_steps(dtype) -> int:
@@ -65,9 +67,19 @@ def _compute_dtype(dtype):
 
 
 def _shifted(x, beta, axis):
-    """The stop-gradiented maximum `m` and $y = \\beta(x - m)$ (0 at the maximum)."""
+    """The stop-gradiented maximum `m` and $y = \\beta(x - m)$ (0 at the maximum).
+
+    An infinite maximum makes `x - m` NaN (`inf - inf`); `y` is then the limit: 0 at
+    the entries equal to `m` and `-inf` elsewhere, so that the maximiser is the
+    uniform distribution over the `+inf` entries (the one-hot at a single one), or
+    over all entries when every one is `-inf`.
+    """
+    beta = largest_finite(beta)
     m = lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
-    return m, beta * (x - axis_expand(m, x.shape))
+    y = beta * (x - axis_expand(m, x.shape))
+    infinite = ~jnp.isfinite(m)
+    limit = jnp.where(x == m, jnp.zeros((), y.dtype), -jnp.inf)
+    return m, jnp.where(infinite, limit, y)
 
 
 def _along(values, ndim, axis):
@@ -265,6 +277,7 @@ def _entmax_lagr_jvp(solver, kind, axis, primals, tangents):
 @ft.partial(jax.jit, static_argnums=(3, 4, 5))
 def _kernel(x, beta, alpha, solver, kind, axis):
     """The unchecked Lagrangian; half precision is computed in float32."""
+    check_nonempty_axis(x, axis, f"lagr_{kind} / L{kind.capitalize()}")
     dtype = _compute_dtype(x.dtype)
     if dtype == x.dtype:
         return _entmax_lagr(x, beta, alpha, solver, kind, axis)
@@ -326,7 +339,10 @@ def lagr_sparsemax(
     \frac{1}{2\beta}\|p^\star\|^2$. In Hopfield networks: the sparse modern Hopfield
     network (Hu et al. 2023; Santos et al. 2024).
 
-    Stable at every magnitude: the maximum is subtracted before scaling. The value
+    Stable at every magnitude: the maximum is subtracted before scaling. Infinite
+    entries give the limits: with a `+inf` entry the value is `+inf` and the activation
+    the one-hot at it (uniform over several), with every entry `-inf` the value is
+    `-inf` and the activation uniform; a `-inf` entry alone gets 0. The value
     equals `lagr_entmax(x, alpha=2.0, beta, axis)` minus $\frac{1}{2\beta}$ (the
     Tsallis entropy at $\alpha = 2$ is $\frac{1}{2}(1 - \|p\|^2)$); the activations
     are equal.
@@ -377,6 +393,9 @@ def lagr_entmax(
     1.5 and 2, 200 random 16-vectors) the activation differs by at most
     $5\cdot10^{-16}$ in float64 and $3\cdot10^{-7}$ in float32, the value by a
     relative $3\cdot10^{-16}$ and $1.1\cdot10^{-7}$.
+
+    Infinite entries give the limits, as in `lagr_sparsemax` (a `+inf` entry: value
+    `+inf`, one-hot activation; all `-inf`: value `-inf`, uniform activation).
 
     Derivatives, in a custom JVP (each by Danskin's theorem, at the maximiser
     $p^\star$): $\partial\mathcal{L}/\partial\beta = -H_\alpha(p^\star)/\beta^2$,
@@ -445,6 +464,8 @@ class LSparsemax(_AbstractSoftmaxLagrangian):
       number). For energy dynamics, it is important that `beta` be positive.
     """
 
+    streaming = NotStreamed("its threshold couples all the similarities")
+
     def _kernel(self, x: Array, beta: Array, axis: int) -> Array:
         return _sparsemax(x, beta, axis)
 
@@ -482,6 +503,8 @@ class LEntmax(Lagrangian):
       `alpha` derivatives lose about $\log_{10}(1/(\alpha-1))$ digits to cancellation,
       so the default keeps them accurate in float32.
     """
+
+    streaming = NotStreamed("its threshold couples all the similarities")
 
     alpha: Float[Array, "..."]
     beta: Float[Array, "..."]

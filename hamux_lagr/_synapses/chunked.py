@@ -2,23 +2,29 @@ r"""Streamed similarities: a dense memory's energy over its patterns in chunks.
 
 A `DenseMemory` with `chunk_size=c` never holds its $K$ similarities at once: it walks
 over the patterns $c$ at a time in a `lax.scan` and keeps only running statistics.
-Two shapes of Lagrangian allow it, because they reduce over the memories through a
-sum that can be accumulated chunk by chunk:
+Each Lagrangian class declares how it reduces over the memories, as its class
+variable `streaming` (`hamux_lagr.StreamedReduction`, in `_lagrangians/streaming.py`);
+two shapes of reduction allow streaming, because they go through a sum that can be
+accumulated chunk by chunk:
 
-- **log-sum-exp** (`LSoftmax`, `LSoftmaxUnstable`, `LGhostmax`):
+- **log-sum-exp** (`StreamedLogSumExp`: `LSoftmax`, `LSoftmaxUnstable`, `LGhostmax`):
   $\mathcal{L}(s) = \frac1\beta\log\big(e_0 + \sum_\mu e^{\beta s_\mu}\big)$, with
   $e_0 = 0$ (softmax) or $1$ (the ghost logit). The scan carries the running maximum
-  $m$ of the logits and $l = \sum_\mu e^{\beta s_\mu - m}$, rescaled by
-  $e^{m_\text{old} - m_\text{new}}$ whenever the maximum grows (the online
-  log-sum-exp of Milakov & Gimelshein 2018, as in flash attention);
-- **a function of a sum of terms** (the separable Lagrangians `LIdentity`, `LRelu`,
-  `LRepu`, `LExp`, `LRexp`, `LTanh`, `LSigmoid`, whose value is
-  $\sum_\mu f(s_\mu)$, and `LLogSumReLU`, $\frac1\beta\log(\epsilon + \sum_\mu
-  \max(1 + \beta s_\mu, 0))$): the scan carries the sum.
+  $m$ of the similarities and $l = \sum_\mu e^{\beta (s_\mu - m)}$, rescaled by
+  $e^{\beta(m_\text{old} - m_\text{new})}$ whenever the maximum grows (the online
+  log-sum-exp of Milakov & Gimelshein 2018, as in flash attention), shifted before
+  it is scaled, as `lagr_softmax` does;
+- **a function of a sum of terms** (`StreamedSum`: the separable Lagrangians
+  `LIdentity`, `LRelu`, `LRepu`, `LExp`, `LRexp`, `LTanh`, `LSigmoid` and the user's
+  own that declare it, whose value is $\sum_\mu f(s_\mu)$; `StreamedLogSumReLU`:
+  `LLogSumReLU`, $\frac1\beta\log(\epsilon + \sum_\mu \max(1 + \beta s_\mu, 0))$):
+  the scan carries the sum.
 
 The Lagrangians that couple all memories through a threshold or a normalisation
-(`LSparsemax`, `LEntmax`, `LNormmax`, `LLayerNorm`, `LSphericalNorm`) and the user's
-own Lagrangians (whose reduction over the memories is unknown) are refused.
+(`LSparsemax`, `LEntmax`, `LNormmax`, `LLayerNorm`, `LSphericalNorm`: `NotStreamed`)
+and those that declare nothing are refused. A declaration holds for its class and the
+subclasses that do not compute their own value: a subclass of `LSoftmax` with its own
+`__call__` must declare its own reduction, or it is refused.
 
 Gradients. The energy is a `filter_custom_jvp` function:
 
@@ -55,54 +61,83 @@ from jax import lax
 from jaxtyping import Array
 
 from .._lagrangians.base import _evaluated_beta, Lagrangian
-from .._lagrangians.exponential import LExp, LRexp, LSigmoid, LTanh
-from .._lagrangians.log_sum_relu import LLogSumReLU
-from .._lagrangians.normmax import LNormmax
-from .._lagrangians.norms import LLayerNorm, LSphericalNorm
-from .._lagrangians.polynomial import LIdentity, LRelu, LRepu
-from .._lagrangians.softmax import LGhostmax, LSoftmax, LSoftmaxUnstable
-from .._lagrangians.sparse import LEntmax, LSparsemax
+from .._lagrangians.sparse import _compute_dtype as compute_dtype
+from .._lagrangians.streaming import (
+    declared_streaming,
+    NotStreamed,
+    StreamedLogSumExp,
+    StreamedLogSumReLU,
+    StreamedReduction,
+    StreamedSum,
+)
+from .._misc import largest_finite
 from .._validation import normalise_axis
 
 
-_SEPARABLE = (LIdentity, LRelu, LRepu, LExp, LRexp, LTanh, LSigmoid)
-_LOG_SUM_EXP = (LSoftmax, LSoftmaxUnstable, LGhostmax)
-_COUPLED = {
-    LSparsemax: "its threshold couples all the similarities",
-    LEntmax: "its threshold couples all the similarities",
-    LNormmax: "its threshold couples all the similarities",
-    LLayerNorm: "it normalises over all the similarities",
-    LSphericalNorm: "it normalises over all the similarities",
-}
-
-
-def check_chunkable(lagrangian: Lagrangian, where: str) -> None:
-    """Raises a `ValueError` unless the energy of `lagrangian` can be streamed over
-    the memories in chunks (a log-sum-exp or a function of a sum of terms), with
-    scalar parameters."""
+def _declared(lagrangian: Lagrangian, where: str) -> StreamedReduction:
+    """The reduction over the memories that `lagrangian`'s class declares (its class
+    variable `streaming`, see `hamux_lagr.StreamedReduction`); a `ValueError` when it
+    declares none, or that it cannot be streamed."""
     kind = type(lagrangian)
     name = kind.__name__
     fix = (
         "Use `chunk_size=None` (the similarities held at once), or shard the patterns "
         "over devices with `hamux_lagr.shard`."
     )
-    if not isinstance(lagrangian, (*_SEPARABLE, *_LOG_SUM_EXP, LLogSumReLU)):
-        why = _COUPLED.get(kind)
+    streaming, owner = declared_streaming(kind)
+    if isinstance(streaming, (StreamedSum, StreamedLogSumExp, StreamedLogSumReLU)):
+        return streaming
+    if isinstance(streaming, NotStreamed):
+        why = f"`{name}` cannot be evaluated chunk by chunk: {streaming.reason}. {fix}"
+    else:
+        inherited = declared_streaming(owner.__mro__[1])[0] if owner else None
         why = (
-            f"`{name}` cannot be evaluated chunk by chunk: {why}"
-            if why is not None
-            else f"`{name}` is not one of the Lagrangians whose reduction over the "
-            "memories is known"
+            f"`{name}` does not declare how it reduces over the memories"
+            + (
+                f" (it computes its own value, in `{owner.__name__}`, so it does not "
+                f"inherit the reduction of its parent class)"
+                if inherited is not None and owner is not None
+                else ""
+            )
+            + ". A Lagrangian opts into streaming with the class variable "
+            "`streaming`: `streaming = hamux_lagr.StreamedSum()` when its value is a "
+            "sum over the memories of one function of each similarity, "
+            "`hamux_lagr.StreamedLogSumExp()` for a log-sum-exp with fields `beta`, "
+            f"`min_beta` and `axis` (see `hamux_lagr.StreamedReduction`). Or: {fix}"
         )
-        raise ValueError(
-            f"`chunk_size` in `{where}` needs a Lagrangian that reduces over the "
-            "memories by a log-sum-exp (LSoftmax, LSoftmaxUnstable, LGhostmax) or a "
-            "sum (LIdentity, LRelu, LRepu, LExp, LRexp, LTanh, LSigmoid, "
-            f"LLogSumReLU); {why}. {fix}"
-        )
-    if isinstance(lagrangian, (*_LOG_SUM_EXP, LLogSumReLU)):
+    raise ValueError(
+        f"`chunk_size` in `{where}` needs a Lagrangian that reduces over the memories "
+        "by a log-sum-exp (LSoftmax, LSoftmaxUnstable, LGhostmax) or a sum (LIdentity, "
+        "LRelu, LRepu, LExp, LRexp, LTanh, LSigmoid, LLogSumReLU, or a Lagrangian that "
+        f"declares it); {why}"
+    )
+
+
+def check_chunkable(lagrangian: Lagrangian, where: str) -> None:
+    """Raises a `ValueError` unless the energy of `lagrangian` can be streamed over
+    the memories in chunks (its class declares a log-sum-exp or a sum, see
+    `hamux_lagr.StreamedReduction`), with scalar parameters."""
+    name = type(lagrangian).__name__
+    fix = (
+        "Use `chunk_size=None` (the similarities held at once), or shard the patterns "
+        "over devices with `hamux_lagr.shard`."
+    )
+    streaming = _declared(lagrangian, where)
+    if not isinstance(streaming, StreamedSum):
+        fields = ["beta", "min_beta", "axis"]
+        if isinstance(streaming, StreamedLogSumReLU):
+            fields.append("eps")
+        missing = [f for f in fields if not hasattr(lagrangian, f)]
+        if missing:
+            raise ValueError(
+                f"`{name}` declares `streaming = {type(streaming).__name__}(...)`, "
+                f"which needs the fields {', '.join(f'`{f}`' for f in fields)}; "
+                f"it has no {', '.join(f'`{f}`' for f in missing)}. Add them, or "
+                "declare `streaming = hamux_lagr.StreamedSum()` if its value is a sum "
+                "over the memories."
+            )
         # The similarities of one sample are a vector: its only axis is reduced.
-        normalise_axis(lagrangian.axis, 1, f"{name} in {where}")
+        normalise_axis(getattr(lagrangian, "axis"), 1, f"{name} in {where}")
     for path, leaf in jax.tree_util.tree_leaves_with_path(lagrangian):
         if eqx.is_array(leaf) and leaf.size != 1:
             field = jax.tree_util.keystr(path).lstrip(".")
@@ -143,23 +178,30 @@ def _vecmat(w: Array, a: Array) -> Array:
 
 class _LogSumExp:
     r"""$\frac1\beta\log(e_0 + \sum_\mu e^{\beta s_\mu})$ through the running
-    maximum $m$ and $l = \sum_\mu e^{\beta s_\mu - m}$."""
+    maximum $m$ of the similarities and $l = \sum_\mu e^{\beta (s_\mu - m)}$.
 
-    def __init__(self, lagrangian: Lagrangian, dtype):
+    The similarities are shifted *before* they are scaled, as in `lagr_softmax`:
+    $\beta(s_\mu - m)$ is exactly 0 at the maximum. (Scaled first, a logit
+    $\beta s_\mu$ of $10^8$ has a float32 spacing of 8, and $\beta s$ overflows
+    float16 from $\beta |s| > 65504$: the weights and their tangents in the patterns
+    and `beta` would be wrong while the energy looks right.) The maximum is
+    stop-gradiented, which is exact: $m + \frac1\beta\log l$ does not depend on it.
+    """
+
+    def __init__(self, lagrangian: Lagrangian, dtype, ghost: bool):
         where = type(lagrangian).__name__
         x = jnp.zeros((1,), dtype)
         beta = getattr(lagrangian, "beta")
         min_beta = getattr(lagrangian, "min_beta")
-        self.beta = _evaluated_beta(beta, min_beta, x, (1,), where).reshape(())
-        self.ghost = isinstance(lagrangian, LGhostmax)
+        beta = _evaluated_beta(beta, min_beta, x, (1,), where).reshape(())
+        self.beta = largest_finite(beta)
+        self.ghost = ghost
         self.dtype = dtype
 
     def init(self) -> tuple[Array, Array]:
-        if self.ghost:  # the zero "ghost" logit: m = 0, l = e^0
+        if self.ghost:  # the zero "ghost" similarity: m = 0, l = e^0
             return jnp.zeros((), self.dtype), jnp.ones((), self.dtype)
-        return jnp.asarray(jnp.finfo(self.dtype).min, self.dtype), jnp.zeros(
-            (), self.dtype
-        )
+        return jnp.asarray(-jnp.inf, self.dtype), jnp.zeros((), self.dtype)
 
     def add(self, stats, s: Array):
         """The statistics with a chunk's similarities `s` added."""
@@ -167,22 +209,25 @@ class _LogSumExp:
 
     def add_weighted(self, stats, s: Array):
         """The statistics with a chunk's similarities `s` added, the chunk's weights
-        $e^{\beta s - m}$ and the factor that rescales the earlier weights."""
+        $e^{\beta (s - m)}$ and the factor that rescales the earlier weights."""
         m, total = stats
-        z = self.beta * s
-        # The value m + log(l) does not depend on m: stopping its gradient is exact.
-        new_m = lax.stop_gradient(jnp.maximum(m, jnp.max(z)))
-        rescale = jnp.exp(m - new_m)
-        w = jnp.exp(z - new_m)
+        new_m = lax.stop_gradient(jnp.maximum(m, jnp.max(s)))
+        # An infinite maximum (no chunk yet, or an infinite similarity) shifts by 0;
+        # before the first chunk the total is 0, whatever the rescaling.
+        shift = jnp.where(jnp.isfinite(new_m), new_m, 0)
+        rescale = jnp.exp(self.beta * jnp.where(jnp.isfinite(m), m - shift, 0))
+        w = jnp.exp(self.beta * (s - shift))
         return (new_m, total * rescale + jnp.sum(w)), w, rescale
 
     def value(self, stats) -> Array:
         m, total = stats
-        return (m + jnp.log(total)) / self.beta
+        # An infinite maximum: the log-sum-exp is the maximum (as `lagr_softmax`).
+        return jnp.where(jnp.isfinite(m), m + jnp.log(total) / self.beta, m)
 
-    def weight_scale(self, stats) -> Array:
-        r"""$\partial\mathcal{L}/\partial s_\mu$ = the accumulated weight times this."""
-        return 1 / stats[1]
+    def scaled(self, stats, acc: Array) -> Array:
+        r"""The accumulated weights `acc` scaled to $\partial\mathcal{L}/\partial
+        s_\mu$."""
+        return acc / stats[1]
 
 
 class _SumOf:
@@ -190,23 +235,39 @@ class _SumOf:
     (then $h$ is the Lagrangian itself), $\frac1\beta\log(\epsilon + \cdot)$ with
     $h(s) = \max(1 + \beta s, 0)$ for `LLogSumReLU`."""
 
-    def __init__(self, lagrangian: Lagrangian, dtype):
+    def __init__(self, lagrangian: Lagrangian, dtype, log_sum_relu: bool):
         self.dtype = dtype
-        if isinstance(lagrangian, LLogSumReLU):
+        if log_sum_relu:
             x = jnp.zeros((1,), dtype)
-            where = "LLogSumReLU"
-            beta = _evaluated_beta(lagrangian.beta, lagrangian.min_beta, x, (1,), where)
-            beta = beta.reshape(())
-            one, eps = jnp.ones((), dtype), jnp.asarray(lagrangian.eps, dtype)
-            self.term: Callable[[Array], Array] = lambda s: jnp.sum(
-                jnp.maximum(one + beta * s, 0)
-            )
+            where = type(lagrangian).__name__
+            beta = getattr(lagrangian, "beta")
+            min_beta = getattr(lagrangian, "min_beta")
+            beta = _evaluated_beta(beta, min_beta, x, (1,), where).reshape(())
+            # Half precision sums in float32, as `lagr_log_sum_relu` does (`eps` =
+            # 1e-6 is a subnormal float16, and 1 / eps overflows it).
+            self.dtype = compute_dtype(dtype)
+            beta = largest_finite(beta).astype(self.dtype)
+            one = jnp.ones((), self.dtype)
+            eps = jnp.asarray(getattr(lagrangian, "eps"), self.dtype)
+
+            def term(s):
+                # 0 at the kink 1 + beta s = 0 (`jnp.maximum` would give a half).
+                z = one + beta * s.astype(beta.dtype)
+                return jnp.sum(jnp.where(z > 0, z, 0))
+
+            self.term: Callable[[Array], Array] = term
             self.outer: Callable[[Array], Array] | None = lambda t: (
                 jnp.log(eps + t) / beta
-            )
+            ).astype(dtype)
+            # d outer / dt, applied as a quotient: beyond every kernel's reach the
+            # weights are 0, and 0 / eps is 0.
+            self.divide: Callable[[Array, Array], Array] | None = lambda acc, t: (
+                acc.astype(beta.dtype) / (beta * (eps + t))
+            ).astype(acc.dtype)
         else:
             self.term = lagrangian
             self.outer = None
+            self.divide = None
 
     def init(self) -> Array:
         return jnp.zeros((), self.dtype)
@@ -224,14 +285,15 @@ class _SumOf:
     def value(self, total) -> Array:
         return total if self.outer is None else self.outer(total)
 
-    def weight_scale(self, total) -> Array | None:
-        return None if self.outer is None else jax.grad(self.outer)(total)
+    def scaled(self, total, acc: Array) -> Array:
+        return acc if self.divide is None else self.divide(acc, total)
 
 
 def _reduction(lagrangian: Lagrangian, dtype) -> _LogSumExp | _SumOf:
-    if isinstance(lagrangian, _LOG_SUM_EXP):
-        return _LogSumExp(lagrangian, dtype)
-    return _SumOf(lagrangian, dtype)
+    streaming = _declared(lagrangian, "DenseMemory")
+    if isinstance(streaming, StreamedLogSumExp):
+        return _LogSumExp(lagrangian, dtype, streaming.ghost)
+    return _SumOf(lagrangian, dtype, isinstance(streaming, StreamedLogSumReLU))
 
 
 def _contiguous_chunk(patterns: Array, chunk_size: int, i: Array) -> Array:
@@ -308,9 +370,7 @@ def _energy_and_grad(
 
     init = (reduction.init(), jnp.zeros_like(features))
     stats, acc = _over_chunks(update, init, patterns, chunk_size)
-    scale = reduction.weight_scale(stats)
-    if scale is not None:
-        acc = acc * scale
+    acc = reduction.scaled(stats, acc)
     (dL_dg,) = features_vjp(acc)
     return -reduction.value(stats), -dL_dg
 

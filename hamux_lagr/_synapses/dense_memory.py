@@ -90,9 +90,14 @@ class DenseMemory(Synapse):
     similarities are recomputed, not stored). The numbers equal the unchunked
     memory's to float rounding; `K` need not be a multiple of `c` (a `c` that
     divides `K` keeps sharded patterns local), and `c >= K` is the unchunked memory.
-    Lagrangians that couple all the memories (`LSparsemax`, `LEntmax`, `LNormmax`,
-    `LLayerNorm`, `LSphericalNorm`), the user's own Lagrangians and Lagrangian
-    parameters that are not scalars are refused with a `ValueError`.
+    The Lagrangian's class declares its reduction over the memories (its class
+    variable `streaming`, a `hamux_lagr.StreamedReduction`): your own Lagrangian opts
+    in with `streaming = hamux_lagr.StreamedSum()` (a sum over the memories) or
+    `hamux_lagr.StreamedLogSumExp()`. Lagrangians that couple all the memories
+    (`LSparsemax`, `LEntmax`, `LNormmax`, `LLayerNorm`, `LSphericalNorm`), those that
+    declare nothing (a subclass with its own `__call__` does not inherit its parent's
+    declaration) and Lagrangian parameters that are not scalars are refused with a
+    `ValueError`.
     `similarities(g)` still returns all $K$ of them. See the "Scaling out" page of
     the documentation.
 
