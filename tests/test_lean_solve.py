@@ -46,7 +46,7 @@ def _callbacks(fn, *args):
     ]
 
 
-def _two_layer_model(dtype=jnp.float32):
+def _two_layer_model(dtype=jnp.float32, chunk_size=None):
     """A model with a parameterised Lagrangian in a layer (`LTanh`) and in a memory
     (`LSoftmax`), whose betas are traced when the model is a `jax.jit` argument."""
     key = jax.random.key(0)
@@ -57,7 +57,12 @@ def _two_layer_model(dtype=jnp.float32):
         },
         synapses={
             "memory": hl.DenseMemory.random(
-                5, 6, hl.LSoftmax(beta=jnp.asarray(3.0, dtype)), key=key, dtype=dtype
+                5,
+                6,
+                hl.LSoftmax(beta=jnp.asarray(3.0, dtype)),
+                key=key,
+                dtype=dtype,
+                chunk_size=chunk_size,
             ),
             "w": hl.LinearSynapse.random(6, 6, key=key, dtype=dtype),
         },
@@ -94,6 +99,18 @@ def test_no_host_callback_without_throw(name):
     # With throw, the checks are before and after the loop, never in its body.
     callbacks = _callbacks(jax.jit(lambda ham, xs: solve(ham, xs, True)), ham, xs)
     assert callbacks and not any(loop for _, loop in callbacks)
+
+
+@pytest.mark.parametrize("lagrangian", [hl.LSoftmax(3.0), hl.LTanh(2.0)])
+def test_no_host_callback_in_a_chunked_memory(lagrangian):
+    memory = hl.DenseMemory(random_patterns(5, 6), lagrangian, chunk_size=2)
+    ham = dense_memory_ham(random_patterns(5, 6), lagrangian=memory.lagrangian)
+    ham = eqx.tree_at(lambda h: h.synapses["memory"], ham, memory)
+    xs = ham.init_states()
+    retrieval = jax.jit(
+        lambda ham, xs: hl.descend(ham, xs, steps=3, dt=0.1, throw=False)
+    )
+    assert _callbacks(retrieval, ham, xs) == []
 
 
 def test_plain_jax_export_of_a_retrieval_round_trips():

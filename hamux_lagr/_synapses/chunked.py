@@ -60,7 +60,7 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array
 
-from .._lagrangians.base import _evaluated_beta, Lagrangian
+from .._lagrangians.base import _evaluated_beta, Lagrangian, unchecked_call
 from .._lagrangians.sparse import _compute_dtype as compute_dtype
 from .._lagrangians.streaming import (
     declared_streaming,
@@ -265,7 +265,9 @@ class _SumOf:
                 acc.astype(beta.dtype) / (beta * (eps + t))
             ).astype(acc.dtype)
         else:
-            self.term = lagrangian
+            # Unchecked: this runs in every chunk of every step of a solve, whose
+            # entry has checked the parameters.
+            self.term = ft.partial(unchecked_call, lagrangian)
             self.outer = None
             self.divide = None
 
