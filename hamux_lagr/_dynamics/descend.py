@@ -20,7 +20,7 @@ from .._custom_types import Clamp, States, StatesLike
 from .._ham import HAM, prepare_states
 from .._misc import all_finite, common_dtype
 from .._validation import positive_scalar, static_float, static_int
-from .solution import raise_if_failed, RESULTS, Solution
+from .solution import naming_the_entry, raise_if_failed, RESULTS, Solution
 
 
 _WHERE = "descend"
@@ -431,7 +431,7 @@ def descend(
         solver, stepsize_controller, max_steps
     )
     dt = _check_dt(dt)
-    try:
+    with naming_the_entry(_WHERE):
         return _descend(
             ham,
             states,
@@ -447,9 +447,3 @@ def descend(
                 "max_steps": max_steps,
             },
         )
-    except (TypeError, ValueError) as e:
-        # A model that does not fit its states, raised while tracing: name the entry
-        # the user called (the layer and the synapse are named already).
-        if type(e) not in (TypeError, ValueError):
-            raise
-        raise type(e)(f"In `{_WHERE}`: {e}") from e

@@ -28,7 +28,7 @@ from .._lagrangians.polynomial import LIdentity
 from .._misc import all_finite, common_dtype
 from .._validation import positive_scalar, static_float, static_int
 from .adjoints import structured_implicit_adjoint, symmetric_tags
-from .solution import raise_if_failed, RESULTS, Solution
+from .solution import naming_the_entry, raise_if_failed, RESULTS, Solution
 from .solvers import AbstractSafeguardedSolver, SafeguardedIteration
 
 
@@ -306,7 +306,7 @@ def fixed_point(
             name: (step / layer.tau).astype(states[name].dtype)
             for name, layer in ham.neurons.items()
         }
-    try:
+    with naming_the_entry(_WHERE):
         return _solve(
             ham,
             states,
@@ -318,9 +318,3 @@ def fixed_point(
             adjoint=adjoint,
             throw=bool(throw),
         )
-    except (TypeError, ValueError) as e:
-        # A model that does not fit its states, raised while tracing: name the entry
-        # the user called (the layer and the synapse are named already).
-        if type(e) not in (TypeError, ValueError):
-            raise
-        raise type(e)(f"In `{_WHERE}`: {e}") from e

@@ -1,5 +1,7 @@
 r"""The result of a descent or fixed-point solve: final states and how the solve went."""
 
+import contextlib
+
 import equinox as eqx
 import jax.numpy as jnp
 from equinox.internal import unvmap_any
@@ -101,6 +103,19 @@ def raise_if_failed(entry: str, solution: "Solution") -> "Solution":
         present = unvmap_any(result == item)
         index = jnp.where(present, jnp.int32(item._value), index)
     return eqx.branched_error_if(solution, index > 0, index, messages)
+
+
+@contextlib.contextmanager
+def naming_the_entry(entry: str):
+    """Re-raises a `TypeError`/`ValueError` raised while tracing a solve (a model that
+    does not fit its states) with the entry the user called in front; the layer and
+    the synapse are named by the HAM already."""
+    try:
+        yield
+    except (TypeError, ValueError) as e:
+        if type(e) not in (TypeError, ValueError):
+            raise
+        raise type(e)(f"In `{entry}`: {e}") from e
 
 
 class Solution(eqx.Module):
