@@ -212,8 +212,10 @@ class HAM(eqx.Module):
 
         A dict from layer name to activations, shaped like `xs`.
         """
-        return checked_parameters(self, "HAM.activations")._activations(
-            prepare_states(self, xs, "HAM.activations")
+        return self._activations(
+            checked_parameters(
+                self, "HAM.activations", prepare_states(self, xs, "HAM.activations")
+            )
         )
 
     def _activations(self, xs: States) -> States:
@@ -259,7 +261,9 @@ class HAM(eqx.Module):
         A dict from synapse name to its scalar energy.
         """
         gs = prepare_states(self, gs, "HAM.synapse_energies", "gs")
-        return checked_parameters(self, "HAM.synapse_energies")._synapse_energies(gs)
+        return self._synapse_energies(
+            checked_parameters(self, "HAM.synapse_energies", gs)
+        )
 
     def _synapse_energies(self, gs: States) -> dict[str, Array]:
         out: dict[str, Array] = {}
@@ -318,8 +322,10 @@ class HAM(eqx.Module):
         `{"neurons": {layer: E_layer}, "synapses": {synapse: E_synapse}}`, scalars
         whose sum is `energy(xs)`.
         """
-        return checked_parameters(self, "HAM.energy_tree")._energy_tree(
-            prepare_states(self, xs, "HAM.energy_tree")
+        return self._energy_tree(
+            checked_parameters(
+                self, "HAM.energy_tree", prepare_states(self, xs, "HAM.energy_tree")
+            )
         )
 
     def _energy_tree(self, xs: States) -> dict[str, dict[str, Array]]:
@@ -337,8 +343,8 @@ class HAM(eqx.Module):
 
         The scalar energy.
         """
-        checked = checked_parameters(self, "HAM.energy")
-        return checked._energy(prepare_states(self, xs, "HAM.energy"))
+        xs = prepare_states(self, xs, "HAM.energy")
+        return self._energy(checked_parameters(self, "HAM.energy", xs))
 
     def _energy(self, xs: States) -> Array:
         # Unchecked, on prepared states: for the loops of the solves.
@@ -365,8 +371,8 @@ class HAM(eqx.Module):
 
         A dict from layer name to $\partial E/\partial g_\ell$, shaped like `xs`.
         """
-        return checked_parameters(self, "HAM.dEdg")._dEdg_only(
-            prepare_states(self, xs, "HAM.dEdg")
+        return self._dEdg_only(
+            checked_parameters(self, "HAM.dEdg", prepare_states(self, xs, "HAM.dEdg"))
         )
 
     def _dEdg_only(self, xs: States) -> States:
@@ -389,8 +395,12 @@ class HAM(eqx.Module):
 
         A pair `(energy, dEdg)`, as from `energy(xs)` and `dEdg(xs)`.
         """
-        return checked_parameters(self, "HAM.energy_and_dEdg")._energy_and_dEdg(
-            prepare_states(self, xs, "HAM.energy_and_dEdg")
+        return self._energy_and_dEdg(
+            checked_parameters(
+                self,
+                "HAM.energy_and_dEdg",
+                prepare_states(self, xs, "HAM.energy_and_dEdg"),
+            )
         )
 
     def _energy_and_dEdg(self, xs: States) -> tuple[Array, States]:
@@ -431,7 +441,9 @@ class HAM(eqx.Module):
         del t
         xs = prepare_states(self, xs, "HAM.vector_field")
         masks = check_clamp(self.neurons, clamp, "HAM.vector_field")
-        return checked_parameters(self, "HAM.vector_field")._vector_field(xs, masks)
+        return self._vector_field(
+            checked_parameters(self, "HAM.vector_field", xs), masks
+        )
 
     def _vector_field(self, xs: States, masks: Masks) -> States:
         # Unchecked, on prepared states: for the loops of the solves.

@@ -66,7 +66,9 @@ def ensure(
     """
     hint = f" {hint}" if hint else ""
     if isinstance(value, jax.Array) and not isinstance(value, Tracer):
-        if value.size and bool(jnp.any(is_bad(value))):
+        with jax.ensure_compile_time_eval():  # concrete even under `jax.jit`
+            bad = value.size > 0 and bool(jnp.any(is_bad(value)))
+        if bad:
             if not value.is_fully_addressable or value.size > 16:
                 raise ValueError(
                     f"{requirement}, got a bad entry in an array of shape "

@@ -499,7 +499,7 @@ def test_chunked_half_precision_at_large_beta_is_finite(data, jit):
         # The limit: the energy is minus the largest similarity.
         p = patterns.astype(case[0]).astype(jnp.float64)
         q = queries[0].astype(case[0]).astype(jnp.float64)
-        s = p @ q if case[3] == "dot" else -0.5 * jnp.sum((p - q) ** 2, axis=1)
+        s = p @ q if case[3] == "dot" else -0.5 * jnp.sum((p - q[None]) ** 2, axis=1)
         if case[1] is hl.LGhostmax:  # the ghost similarity 0
             s = jnp.append(s, 0.0)
         assert abs(float(got[0]) + float(jnp.max(s))) < 2e-2, case

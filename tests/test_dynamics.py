@@ -426,7 +426,8 @@ def test_a_non_finite_state_under_jit_and_vmap_raises_at_run_time():
     marked = jax.jit(
         jax.vmap(lambda x: hl.descend(ham, {"a": x}, steps=2, dt=0.1, throw=False))
     )(starts)
-    assert marked.finite.tolist() == [True, False, True]
+    # From 1, the state is finite after 2 steps but its energy overflows: reported.
+    assert marked.finite.tolist() == [True, False, False]
 
 
 def test_a_bad_dt_raises_eagerly_and_under_jit(rng):

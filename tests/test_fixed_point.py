@@ -431,10 +431,6 @@ def test_no_host_callback_in_a_solve():
     assert [p for p in found if p[0] == "while"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="to_jax_export folds constant broadcasts to the symbolic batch shape",
-)
 def test_export_with_a_symbolic_batch():
     mem, _, queries = dense_memory()
     (batch,) = jax.export.symbolic_shape("b")

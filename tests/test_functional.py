@@ -683,7 +683,9 @@ def _second_derivatives_fn(name):
             hessians += (jax.jacrev(jax.jacrev(total))(flat),)
         eye = jnp.eye(flat.size, dtype=flat.dtype)
         grad = jax.grad(total)
-        fd = (jax.vmap(grad)(flat + h * eye) - jax.vmap(grad)(flat - h * eye)) / (2 * h)
+        fd = (
+            jax.vmap(grad)(flat[None] + h * eye) - jax.vmap(grad)(flat[None] - h * eye)
+        ) / (2 * h)
         return hessians, fd
 
     flat = jnp.concatenate([jnp.ravel(a) for a in args])

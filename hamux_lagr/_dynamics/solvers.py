@@ -185,7 +185,7 @@ def _mix(ys: Array, fs: Array, count: Array, base: Array) -> Array:
     z = _solve_spd(gram + ridge * eye, valid.astype(fs.dtype))
     alpha = jnp.where(valid, z / jnp.sum(z), 0)
     alpha = jnp.where(jnp.all(jnp.isfinite(alpha)), alpha, 0)
-    return base + jnp.sum(alpha[:, None] * ((ys + fs) - base), axis=0)
+    return base + jnp.sum(alpha[:, None] * ((ys + fs) - base[None]), axis=0)
 
 
 def _solve_spd(a: Array, b: Array) -> Array:

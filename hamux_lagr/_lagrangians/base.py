@@ -233,42 +233,41 @@ def unchecked_call(lagrangian: Lagrangian, x: Array) -> Array:
     return lagrangian._reduced(x)
 
 
-_Module = TypeVar("_Module", bound=eqx.Module)
+_Checked = TypeVar("_Checked")
 
 
-def checked_parameters(module: _Module, where: str) -> _Module:
-    """`module`, its floating parameters checked finite with ONE check.
+def checked_parameters(module: eqx.Module, where: str, token: _Checked) -> _Checked:
+    """`token` (the input of the call), returned once `module`'s floating parameters
+    are checked finite, with ONE check.
 
-    Concrete parameters were checked at construction: nothing to do. Traced ones
-    (a module passed through `jax.jit`, a parameter under `jax.grad`) are reduced on
-    the device to one boolean and go through one `eqx.error_if`; keep using the
-    returned module, so that the check stays in the computation.
+    Concrete parameters were checked at construction; they are checked again here
+    on the device (one boolean fetched, no copy; at trace time under `jax.jit`),
+    since `eqx.tree_at` builds modules around `__init__`. Traced ones (a module passed
+    through `jax.jit`, a parameter under `jax.grad`) are reduced on the device to one
+    boolean, and `token`, not the parameters, goes through the `eqx.error_if`: an
+    error check on the parameters would copy them (and gather sharded ones). Keep
+    using the returned token, so that the check stays in the computation.
     """
-    params, static = eqx.partition(module, eqx.is_inexact_array)
+    params = eqx.filter(module, eqx.is_inexact_array)
     leaves = jax.tree.leaves(params)
     if not leaves:
-        return module
+        return token
     names = ", ".join(
         f"`{jax.tree_util.keystr(path)[1:]}`"
         for path, _ in jax.tree_util.tree_leaves_with_path(params)
     )
     message = f"{names} must be finite (no NaN or inf) in `{where}`"
     if not any(isinstance(leaf, Tracer) for leaf in leaves):
-        # Concrete (checked at construction, unless built around `__init__`, e.g.
-        # by `eqx.tree_at`): one boolean fetched from the device, no copy; at trace
-        # time under `jax.jit`.
         with jax.ensure_compile_time_eval():
             if not bool(all_finite(params)):
                 raise ValueError(f"{message}. {_NON_FINITE_HINT}")
-        return module
-    bad = ~all_finite(params)
-    params = eqx.error_if(
-        params,
-        bad,
+        return token
+    return eqx.error_if(
+        token,
+        ~all_finite(params),
         f"{message} (checked at run time, under a JAX transformation). "
         f"{_NON_FINITE_HINT}",
     )
-    return eqx.combine(params, static)
 
 
 def legendre(lagrangian: Callable[[Array], Array], x: Array) -> tuple[Array, Array]:

@@ -313,7 +313,7 @@ class _AbstractTemperatureLagrangian(Lagrangian):
         The scalar $\mathcal{L}(x)$, summed over every entry.
         """
         where = type(self).__name__
-        return checked_parameters(self, where)._unchecked(as_state(x, where))
+        return self._unchecked(checked_parameters(self, where, as_state(x, where)))
 
     def _unchecked(self, x: Array) -> Array:
         # The Lagrangian of a floating state without the parameter checks: the
@@ -433,7 +433,7 @@ class LSigmoid(Lagrangian):
         The scalar $\mathcal{L}(x)$, summed over every entry.
         """
         where = "LSigmoid"
-        return checked_parameters(self, where)._unchecked(as_state(x, where))
+        return self._unchecked(checked_parameters(self, where, as_state(x, where)))
 
     def _unchecked(self, x: Array) -> Array:
         # The Lagrangian of a floating state without the parameter checks: the

@@ -186,7 +186,7 @@ class LLogSumReLU(Lagrangian):
         The scalar $\mathcal{L}(x)$.
         """
         where = "LLogSumReLU"
-        return checked_parameters(self, where)._unchecked(as_state(x, where))
+        return self._unchecked(checked_parameters(self, where, as_state(x, where)))
 
     def _unchecked(self, x: Array) -> Array:
         # The Lagrangian of a floating state without the parameter checks: the

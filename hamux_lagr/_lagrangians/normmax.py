@@ -323,12 +323,11 @@ class LNormmax(Lagrangian):
         The scalar $\mathcal{L}(x)$.
         """
         where = "LNormmax"
-        checked = checked_parameters(self, where)
         alpha = ensure(
-            checked.alpha, _is_bad_alpha, _alpha_requirement(where), _ALPHA_HINT
+            self.alpha, _is_bad_alpha, _alpha_requirement(where), _ALPHA_HINT
         )
-        checked = eqx.tree_at(lambda m: m.alpha, checked, alpha)
-        return checked._unchecked(as_state(x, where))
+        checked = eqx.tree_at(lambda m: m.alpha, self, alpha)
+        return checked._unchecked(checked_parameters(self, where, as_state(x, where)))
 
     def _unchecked(self, x: Array) -> Array:
         # The Lagrangian of a floating state without the parameter checks: the

@@ -253,7 +253,7 @@ class _AbstractNormLagrangian(Lagrangian):
         The scalar $\mathcal{L}(x)$, summed over the other axes.
         """
         where = type(self).__name__
-        return checked_parameters(self, where)._unchecked(as_state(x, where))
+        return self._unchecked(checked_parameters(self, where, as_state(x, where)))
 
     def _unchecked(self, x: Array) -> Array:
         # The Lagrangian of a floating state without the parameter checks: the
