@@ -383,13 +383,19 @@ def test_chunking_refuses_parameters_per_memory_and_bad_axes():
 
 
 def test_chunked_memory_checks_a_traced_beta_at_run_time(data):
+    # A memory is checked where a solve (or a HAM method) meets it: once, at entry.
     patterns, queries = data
 
     @jax.jit
     def energy(beta):
         memory = hl.DenseMemory(patterns, hl.LSoftmax(1.0), chunk_size=5)
         memory = eqx.tree_at(lambda m: m.lagrangian.beta, memory, beta)
-        return jax.vmap(jax.value_and_grad(memory))(queries)
+        ham = hl.HAM(
+            {"v": hl.NeuronLayer(hl.LIdentity(), (patterns.shape[1],))},
+            {"memory": memory},
+            [(("v",), "memory")],
+        )
+        return jax.vmap(lambda q: ham.energy_and_dEdg({"v": q}))(queries)
 
     energy(jnp.asarray(2.0))  # fine
     with pytest.raises(Exception, match="`beta` must be finite"):

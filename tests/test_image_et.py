@@ -58,14 +58,14 @@ def transcription(ck, image, mask, *, p, steps, alpha, prevent_self_attention):
             for j in range(cols)
         ]
     )
-    x = patches @ ck["Wenc"] + ck["Benc"]
+    x = patches @ ck["Wenc"] + ck["Benc"][None]
     x = jnp.where(mask[:, None], ck["MASK_token"][None], x)
     x = jnp.concatenate([ck["CLS_token"][None], x]) + ck["POS_embed"]
 
     def lnorm(x):
         xm = x - x.mean(-1, keepdims=True)
         v = ck["LNORM_gamma"] * xm / jnp.sqrt((xm**2).mean(-1, keepdims=True) + 1e-5)
-        return v + ck["LNORM_bias"]
+        return v + ck["LNORM_bias"][None]
 
     beta = 1 / float(np.sqrt(ck["Wq"].shape[1]))
 
@@ -75,13 +75,14 @@ def transcription(ck, image, mask, *, p, steps, alpha, prevent_self_attention):
         scores = beta * jnp.einsum("qhz,khz->hqk", q, k)
         n = g.shape[0]
         keep = (1.0 - jnp.eye(n)) if prevent_self_attention else jnp.ones((n, n))
-        att = -jnp.sum(jax.nn.logsumexp(scores, b=keep.astype(g.dtype), axis=-1)) / beta
+        b = keep.astype(g.dtype)[None]
+        att = -jnp.sum(jax.nn.logsumexp(scores, b=b, axis=-1)) / beta
         return att - 0.5 * jnp.sum(jax.nn.relu(g @ ck["Xi"]) ** 2)
 
     x = jax.lax.fori_loop(
         0, steps, lambda _, x: x - alpha * jax.grad(energy)(lnorm(x)), x
     )
-    out = lnorm(x)[1:] @ ck["Wdec"] + ck["Bdec"]
+    out = lnorm(x)[1:] @ ck["Wdec"] + ck["Bdec"][None]
     recon = jnp.zeros_like(image)
     for t, (i, j) in enumerate((i, j) for i in range(rows) for j in range(cols)):
         block = out[t].reshape(c, p, p)

@@ -478,7 +478,7 @@ def test_traced_bad_alpha_and_beta_raise_at_run_time():
     with pytest.raises(Exception, match="`beta` must be positive and finite"):
         f(1.5, float("nan")).block_until_ready()
     call = jax.jit(lambda m: m(x))
-    with pytest.raises(Exception, match="`alpha` and `beta` must be finite"):
+    with pytest.raises(Exception, match="`alpha`, `beta` must be finite"):
         nan_alpha = eqx.tree_at(lambda m: m.alpha, LEntmax(), jnp.asarray(jnp.nan))
         call(nan_alpha).block_until_ready()
 

@@ -256,8 +256,8 @@ class ImageEnergyTransformer(eqx.Module):
         )
         dtype = image.dtype
         tokens = patchify(image, self.patch_size) @ self.W_enc.astype(dtype)
-        tokens = tokens + self.b_enc.astype(dtype)
-        tokens = jnp.where(mask[:, None], self.mask_token.astype(dtype), tokens)
+        tokens = tokens + self.b_enc.astype(dtype)[None]
+        tokens = jnp.where(mask[:, None], self.mask_token.astype(dtype)[None], tokens)
         tokens = jnp.concatenate([self.cls_token.astype(dtype)[None], tokens])
         return tokens + self.pos_embed.astype(dtype)
 
@@ -331,7 +331,7 @@ class ImageEnergyTransformer(eqx.Module):
             x = x[TOKENS]
         x = self._check_tokens(x, "decode")
         g = self.ham.neurons[TOKENS].activations(x)[1:]
-        patches = g @ self.W_dec.astype(x.dtype) + self.b_dec.astype(x.dtype)
+        patches = g @ self.W_dec.astype(x.dtype) + self.b_dec.astype(x.dtype)[None]
         return unpatchify(patches, self.image_shape, self.patch_size)
 
     def __call__(

@@ -31,17 +31,22 @@ def layer_norm(x: Array, weight: Array | None, bias: Array | None, eps: float) -
     var = jnp.mean(xc * xc, axis=-1, keepdims=True)
     out = xc * lax.rsqrt(var + jnp.asarray(eps, x.dtype))
     if weight is not None:
-        out = out * weight.astype(x.dtype)
+        out = out * _along_last(weight.astype(x.dtype), x.ndim)
     if bias is not None:
-        out = out + bias.astype(x.dtype)
+        out = out + _along_last(bias.astype(x.dtype), x.ndim)
     return out
+
+
+def _along_last(v: Array, ndim: int) -> Array:
+    """A vector over the last axis, with leading axes of size 1 (explicit ranks)."""
+    return v.reshape((1,) * (ndim - 1) + v.shape)
 
 
 def linear(x: Array, weight: Array, bias: Array | None) -> Array:
     """`x @ weight.T + bias` (weights in PyTorch's (out, in) layout)."""
     out = x @ weight.astype(x.dtype).T
     if bias is not None:
-        out = out + bias.astype(x.dtype)
+        out = out + _along_last(bias.astype(x.dtype), out.ndim)
     return out
 
 
