@@ -70,9 +70,14 @@ def ensure(
             bad = value.size > 0 and bool(jnp.any(is_bad(value)))
         if bad:
             if not value.is_fully_addressable or value.size > 16:
+                where = (
+                    ""
+                    if value.is_fully_addressable
+                    else " spread over several processes"
+                )
                 raise ValueError(
                     f"{requirement}, got a bad entry in an array of shape "
-                    f"{value.shape}.{hint}"
+                    f"{value.shape}{where}.{hint}"
                 )
             raise ValueError(f"{requirement}, got {_shown(np.asarray(value))}.{hint}")
         return value

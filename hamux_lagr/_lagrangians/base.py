@@ -234,6 +234,7 @@ def unchecked_call(lagrangian: Lagrangian, x: Array) -> Array:
 
 
 _Checked = TypeVar("_Checked")
+_M = TypeVar("_M", bound=eqx.Module)
 
 
 def checked_parameters(module: eqx.Module, where: str, token: _Checked) -> _Checked:
@@ -283,3 +284,15 @@ def unchecked_energy_and_activation(
     """`lagrangian.energy_and_activation(x)` on a prepared state, without parameter
     checks (for the loops of the solves)."""
     return legendre(lambda y: unchecked_call(lagrangian, y), x)
+
+
+def checked_module(module: _M, where: str) -> _M:
+    """`module`, its floating parameters checked finite with ONE check, for a
+    Lagrangian called directly: its few scalar parameters, not its input, go through
+    the `eqx.error_if` (so differentiating the call in its input adds no second
+    check). Keep using the returned module, so that the check stays in the
+    computation. (A HAM, whose parameters include the patterns, threads its input
+    through `checked_parameters` instead: no copy of the weights.)"""
+    params, static = eqx.partition(module, eqx.is_inexact_array)
+    params = checked_parameters(module, where, params)
+    return eqx.combine(params, static)

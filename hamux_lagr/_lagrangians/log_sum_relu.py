@@ -26,7 +26,7 @@ from .._validation import (
     static_float,
 )
 from .axis_ops import axis_dot, axis_expand, check_nonempty_axis
-from .base import _array_or_as_given, _evaluated_beta, checked_parameters, Lagrangian
+from .base import _array_or_as_given, _evaluated_beta, checked_module, Lagrangian
 from .jvp import tangent_sum
 from .softmax import _reduced_shape
 from .sparse import _compute_dtype as compute_dtype
@@ -186,7 +186,7 @@ class LLogSumReLU(Lagrangian):
         The scalar $\mathcal{L}(x)$.
         """
         where = "LLogSumReLU"
-        return self._unchecked(checked_parameters(self, where, as_state(x, where)))
+        return checked_module(self, where)._unchecked(as_state(x, where))
 
     def _unchecked(self, x: Array) -> Array:
         # The Lagrangian of a floating state without the parameter checks: the

@@ -46,7 +46,7 @@ from .._validation import (
     static_axis,
 )
 from .axis_ops import axis_dot, check_nonempty_axis
-from .base import _evaluated_beta, _min_beta, checked_parameters, Lagrangian
+from .base import _evaluated_beta, _min_beta, checked_module, Lagrangian
 from .jvp import tangent_sum
 from .softmax import _reduced_shape
 from .sparse import _compute_dtype, _safe_log, _shifted, bisect_threshold
@@ -327,7 +327,7 @@ class LNormmax(Lagrangian):
             self.alpha, _is_bad_alpha, _alpha_requirement(where), _ALPHA_HINT
         )
         checked = eqx.tree_at(lambda m: m.alpha, self, alpha)
-        return checked._unchecked(checked_parameters(self, where, as_state(x, where)))
+        return checked_module(checked, where)._unchecked(as_state(x, where))
 
     def _unchecked(self, x: Array) -> Array:
         # The Lagrangian of a floating state without the parameter checks: the

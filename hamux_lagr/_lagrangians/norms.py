@@ -27,7 +27,7 @@ from .base import (
     _array_or_as_given,
     _float_or_as_given,
     _gamma_or_as_given,
-    checked_parameters,
+    checked_module,
     Lagrangian,
 )
 from .jvp import tangent_sum
@@ -253,7 +253,7 @@ class _AbstractNormLagrangian(Lagrangian):
         The scalar $\mathcal{L}(x)$, summed over the other axes.
         """
         where = type(self).__name__
-        return self._unchecked(checked_parameters(self, where, as_state(x, where)))
+        return checked_module(self, where)._unchecked(as_state(x, where))
 
     def _unchecked(self, x: Array) -> Array:
         # The Lagrangian of a floating state without the parameter checks: the

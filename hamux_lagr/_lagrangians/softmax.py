@@ -28,7 +28,7 @@ from .base import (
     _evaluated_beta,
     _float_or_as_given,
     _min_beta,
-    checked_parameters,
+    checked_module,
     Lagrangian,
 )
 from .jvp import tangent_sum
@@ -304,7 +304,7 @@ class _AbstractSoftmaxLagrangian(Lagrangian):
         The scalar $\mathcal{L}(x)$.
         """
         where = type(self).__name__
-        return self._unchecked(checked_parameters(self, where, as_state(x, where)))
+        return checked_module(self, where)._unchecked(as_state(x, where))
 
     def _unchecked(self, x: Array) -> Array:
         # The Lagrangian of a floating state without the parameter checks: the

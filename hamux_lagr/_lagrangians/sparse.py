@@ -45,7 +45,7 @@ from .._validation import (
     static_float,
 )
 from .axis_ops import axis_dot, axis_expand, check_nonempty_axis
-from .base import _min_beta, checked_parameters, Lagrangian
+from .base import _min_beta, checked_module, Lagrangian
 from .jvp import tangent_sum
 from .softmax import _AbstractSoftmaxLagrangian, _reduced_shape, _softmax
 from .streaming import NotStreamed
@@ -548,7 +548,7 @@ class LEntmax(Lagrangian):
         The scalar $\mathcal{L}(x)$.
         """
         where = "LEntmax"
-        return self._unchecked(checked_parameters(self, where, as_state(x, where)))
+        return checked_module(self, where)._unchecked(as_state(x, where))
 
     def _unchecked(self, x: Array) -> Array:
         # The Lagrangian of a floating state without the parameter checks: the
