@@ -36,7 +36,7 @@ def main() -> None:
         sol = hl.fixed_point(ham, {"v": queries[0]}, tol=1e-6, adjoint=adjoint)
         return jnp.sum(sol.xs["v"] ** 2)
 
-    implicit = eqx.filter_grad(lambda h: loss(h, "implicit"))(ham)
+    implicit = eqx.filter_grad(lambda h: loss(h, optx.ImplicitAdjoint()))(ham)
     unrolled = eqx.filter_grad(lambda h: loss(h, optx.RecursiveCheckpointAdjoint()))(
         ham
     )

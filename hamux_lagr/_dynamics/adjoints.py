@@ -45,6 +45,13 @@ class _RelativeTolerance(lx.AbstractLinearSolver):
     def assume_full_rank(self):
         return self.inner.assume_full_rank()
 
+    # Lineax 0.0.6 (our floor) asks these instead of `assume_full_rank`.
+    def allow_dependent_columns(self, operator):
+        return getattr(self.inner, "allow_dependent_columns")(operator)
+
+    def allow_dependent_rows(self, operator):
+        return getattr(self.inner, "allow_dependent_rows")(operator)
+
 
 def structured_implicit_adjoint(
     symmetric: bool, tol: float, dtype
