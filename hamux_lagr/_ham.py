@@ -377,8 +377,11 @@ class HAM(eqx.Module):
 
     def _dEdg_only(self, xs: States) -> States:
         # Unchecked: the loops of the solves call it on prepared states.
-        gs = self._activations(xs)
-        return self._dEdg(xs, jax.grad(self._synapse_energy)(gs))
+        return self._dEdg(xs, self._dsyn(xs))
+
+    def _dsyn(self, xs: States) -> States:
+        # The synapses' part of dE/dg (`_dEdg` adds the states of leaky layers).
+        return jax.grad(self._synapse_energy)(self._activations(xs))
 
     def energy_and_dEdg(self, xs: StatesLike) -> tuple[Float[Array, ""], States]:
         r"""The total energy and its gradient `dEdg`, sharing one pass.
@@ -405,10 +408,13 @@ class HAM(eqx.Module):
 
     def _energy_and_dEdg(self, xs: States) -> tuple[Array, States]:
         # Unchecked: the loops of the solves call it on prepared states.
+        energy, dsyn = self._energy_and_dsyn(xs)
+        return energy, self._dEdg(xs, dsyn)
+
+    def _energy_and_dsyn(self, xs: States) -> tuple[Array, States]:
         layer_energies, gs = self._layer_energies_and_activations(xs)
         syn_energy, dsyn = jax.value_and_grad(self._synapse_energy)(gs)
-        dEdg = self._dEdg(xs, dsyn)
-        return ft.reduce(jnp.add, [*layer_energies.values(), syn_energy]), dEdg
+        return ft.reduce(jnp.add, [*layer_energies.values(), syn_energy]), dsyn
 
     def vector_field(
         self, t: ArrayLike | None, xs: StatesLike, clamp: Clamp | None = None

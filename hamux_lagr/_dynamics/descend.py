@@ -11,6 +11,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from equinox.internal import unvmap_any
 from jax import lax
 from jax.core import Tracer
 from jaxtyping import Array, Float
@@ -20,7 +21,7 @@ from .._custom_types import Clamp, States, StatesLike
 from .._ham import HAM, prepare_states
 from .._misc import all_finite, common_dtype
 from .._validation import positive_scalar, static_float, static_int
-from .solution import naming_the_entry, raise_if_failed, RESULTS, Solution
+from .solution import naming_the_entry, outcome, raise_if_failed, RESULTS, Solution
 
 
 _WHERE = "descend"
@@ -112,45 +113,90 @@ def _rates(ham: HAM, dt: Array, xs: States) -> dict:
 _NO_BAD = -1
 
 
-def _first_bad(bad: Array, t: Array, xs: States) -> Array:
-    """`bad` (the first step with a non-finite state, or -1) after step `t`."""
-    return jnp.where((bad < 0) & ~all_finite(xs), t, bad)
+def _first_nonfinite(step, xs: States, steps: int) -> Array:
+    """The first of `steps` Euler steps (`step`) from `xs` whose state is not
+    finite, or -1."""
+
+    def cond(carry):
+        t, x = carry
+        return (t < steps) & all_finite(x)
+
+    def body(carry):
+        t, x = carry
+        return t + jnp.array(1, jnp.int32), step(x, None)[0]
+
+    t, x = lax.while_loop(cond, body, (jnp.array(0, jnp.int32), xs))
+    return jnp.where(all_finite(x), jnp.int32(_NO_BAD), t)
 
 
 def _euler(ham, xs, masks, rates, *, steps, trace, tol):
     """Fixed-step Euler on one sample: returns `(xs, energies | None, bad_step,
-    num_steps, energy, dEdg)`, `energy` and `dEdg` at the final states, `bad_step` the
-    first step with a non-finite state (-1 if none).
+    num_steps, energy | None, residual)`: `energy` (when computed) and `residual`
+    those of the last state where the gradient was evaluated, `bad_step` the first
+    step with a non-finite state (-1 if none).
 
-    One loop body evaluates the energy and its gradient at the current state, then
-    steps, unless the solve is over (`steps` taken, `tol` met, or a non-finite
-    state): the final state's energy and gradient come from the loop itself, so the
-    body is compiled once. No buffer grows with `steps` unless the energy trace is
-    asked for.
+    Without `tol`, the loop is what a hand-written one is: `steps` evaluations of the
+    gradient (and of the energy, for the trace), each followed by a step; the last
+    step's gradient also gives the residual (that of the state the last step started
+    from: the final state's would cost one more evaluation of the gradient). A
+    non-finite state stays non-finite
+    (an Euler step from it is NaN or infinite), so the final state's finiteness says
+    whether any state was not finite; only then is the loop replayed, with a check
+    of each state, to find the first (`lax.cond` on the whole batch: never in a
+    finite solve). The trace's last energy is one evaluation of the energy alone. No
+    buffer grows with `steps` unless the energy trace is asked for.
     """
     int32 = jnp.int32
     if tol is None:
 
-        def body(carry, _):
-            x, t, bad, _, _ = carry
-            energy, dEdg = ham._energy_and_dEdg(x)
-            bad = _first_bad(bad, t, x)
-            last = t >= steps
-            x = jax.tree.map(
-                lambda old, new: jnp.where(last, old, new),
-                x,
-                euler_step(masks, rates, x, dEdg),
-            )
-            t = jnp.where(last, t, t + jnp.array(1, int32))
-            return (x, t, bad, energy, dEdg), energy if trace else None
+        def evaluate(x):
+            if trace:
+                return ham._energy_and_dsyn(x)
+            return None, ham._dsyn(x)
 
-        energy0 = jnp.zeros((), common_dtype(xs))
-        start = (xs, jnp.array(0, int32), jnp.array(_NO_BAD, int32), energy0, xs)
-        (final, _, bad, last, dEdg), energies = lax.scan(
-            body, start, None, length=steps + 1
+        def step(x, _):
+            energy, dsyn = evaluate(x)
+            return euler_step(masks, rates, x, ham._dEdg(x, dsyn)), energy
+
+        def last_residual(x, dsyn, _):
+            return residual(masks, ham._dEdg(x, dsyn))
+
+        def body(carry, _):
+            x, t, res = carry
+            energy, dsyn = evaluate(x)
+            # The residual in the last step only: a conditional on the step counter
+            # (not batched under `jax.vmap`), so that dE/dg is not written out in
+            # each step but fused into the update. The update depends on it (the
+            # residual is never negative: the select never holds), which orders the
+            # conditional's read of the state before the update overwrites the
+            # state in place: XLA would otherwise copy the state in every step.
+            res = lax.cond(
+                t == steps - 1, last_residual, lambda x, d, r: r, x, dsyn, res
+            )
+            new = euler_step(masks, rates, x, ham._dEdg(x, dsyn))
+            x = jax.tree.map(lambda old, new: jnp.where(res < 0, old, new), x, new)
+            return (x, t + jnp.array(1, int32), res), energy
+
+        if steps == 0:
+            energy, dsyn = ham._energy_and_dsyn(xs)
+            bad = jnp.where(all_finite(xs), jnp.int32(_NO_BAD), jnp.int32(0))
+            energies = energy[None] if trace else None
+            res = residual(masks, ham._dEdg(xs, dsyn))
+            return xs, energies, bad, jnp.array(0, int32), energy, res
+        start = (xs, jnp.array(0, int32), jnp.zeros((), common_dtype(xs)))
+        (final, _, res), energies = lax.scan(body, start, None, length=steps)
+        last = None
+        if trace:
+            assert energies is not None
+            last = ham._energy(final)
+            energies = jnp.concatenate([energies, last[None]])
+        bad = lax.cond(
+            unvmap_any(~all_finite(final)),
+            lambda: _first_nonfinite(step, xs, steps),
+            lambda: jnp.array(_NO_BAD, int32),
         )
         num_steps = jnp.where(bad < 0, jnp.array(steps, int32), bad)
-        return final, energies, bad, num_steps, last, dEdg
+        return final, energies, bad, num_steps, last, res
     # Run to a fixed point: stop once max |dE/dg| < tol on the free neurons, after
     # `steps` steps, or at the first non-finite state (a non-finite gradient moves
     # the state to a non-finite value, so the divergence is reported, never hidden).
@@ -164,32 +210,36 @@ def _euler(ham, xs, masks, rates, *, steps, trace, tol):
 
     def loop(carry):
         t, x, _, _, buffer, _ = carry
-        energy, dEdg = ham._energy_and_dEdg(x)
         if trace:
+            energy, dEdg = ham._energy_and_dEdg(x)
             buffer = buffer.at[t].set(energy.astype(edtype))
-        stop = (t >= steps) | (residual(masks, dEdg) < tol) | ~all_finite(x)
+        else:
+            energy, dEdg = None, ham._dEdg_only(x)
+        res = residual(masks, dEdg)
+        stop = (t >= steps) | (res < tol) | ~all_finite(x)
         x = jax.tree.map(
             lambda old, new: jnp.where(stop, old, new),
             x,
             euler_step(masks, rates, x, dEdg),
         )
         t = jnp.where(stop, t, t + jnp.array(1, int32))
-        return t, x, energy, dEdg, buffer, stop.astype(int32)
+        energy = jnp.zeros((), edtype) if energy is None else energy.astype(edtype)
+        return t, x, energy, res, buffer, stop.astype(int32)
 
-    carry = (jnp.array(0, int32), xs, jnp.zeros((), edtype), xs, buffer)
-    carry = (*carry, jnp.array(0, int32))
-    t, final, last, dEdg, buffer, _ = lax.while_loop(cond, loop, carry)
+    zero = jnp.zeros((), edtype)
+    carry = (jnp.array(0, int32), xs, zero, zero, buffer, jnp.array(0, int32))
+    t, final, last, res, buffer, _ = lax.while_loop(cond, loop, carry)
     bad = jnp.where(all_finite(final), jnp.int32(_NO_BAD), t)
     energies = None
     if trace:
         # After convergence the state is (to `tol`) constant: repeat the last energy.
         energies = jnp.where(jnp.arange(steps + 1, dtype=int32) > t, buffer[t], buffer)
-    return final, energies, bad, t, last, dEdg
+    return final, energies, bad, t, (last if trace else None), res
 
 
 def _ode(ham, xs, masks, dt, *, steps, trace, tol, solver, options):
     """An ODE solve with diffrax on one sample: returns `(xs, energies | None,
-    bad_step, num_steps, stopped, energy, dEdg)`.
+    bad_step, num_steps, stopped, energy, residual)`, those at the final state.
 
     The solve ends at `steps * dt`, at a fixed point (`tol`), or at the first step
     whose state is not finite (a diffrax event): `num_steps` is then that step.
@@ -244,15 +294,16 @@ def _ode(ham, xs, masks, dt, *, steps, trace, tol, solver, options):
     num_steps = jnp.where(start_bad, jnp.int32(0), num_steps)
     final = {name: final[name].astype(dtypes[name]) for name in final}
     last, dEdg = ham._energy_and_dEdg(final)
+    res = residual(masks, dEdg)
     if not trace:
-        return final, None, bad, num_steps, stopped, last, dEdg
+        return final, None, bad, num_steps, stopped, last, res
     assert ts is not None
     edtype = common_dtype(dtypes)
     # Times after an early stop are not saved (diffrax fills them with inf): the
     # trace repeats the last energy.
     reached = ts < solution.ts[0][-1]
     energies = jnp.where(reached, solution.ys[1].astype(edtype), last.astype(edtype))
-    return final, energies, bad, num_steps, stopped, last, dEdg
+    return final, energies, bad, num_steps, stopped, last, res
 
 
 @eqx.filter_jit
@@ -264,8 +315,8 @@ def _descend(ham, xs, masks, dt, *, steps, trace, tol, throw, solver, options):
     if solver is None:
         rates = _rates(ham, dt, xs)
         out = _euler(ham, xs, masks, rates, steps=steps, trace=trace, tol=tol)
-        final, energies, bad, num_steps, last, dEdg = out
-        stopped = jnp.array(False)
+        final, energies, bad, num_steps, last, res = out
+        stopped = None
     else:
         out = _ode(
             ham,
@@ -278,20 +329,25 @@ def _descend(ham, xs, masks, dt, *, steps, trace, tol, throw, solver, options):
             solver=solver,
             options=options,
         )
-        final, energies, bad, num_steps, stopped, last, dEdg = out
-    res = residual(masks, dEdg)
+        final, energies, bad, num_steps, stopped, last, res = out
     converged = jnp.array(False) if tol is None else res < tol
-    nonfinite = (bad >= 0) | ~jnp.isfinite(last)
-    result = RESULTS.where(converged, RESULTS.successful, RESULTS.steps_completed)
-    result = RESULTS.where(stopped, RESULTS.solver_stopped, result)
-    result = RESULTS.where(nonfinite, RESULTS.nonfinite, result)
-    result = RESULTS.where(dt_ok, result, RESULTS.invalid_dt)
-    result = RESULTS.where(params_ok, result, RESULTS.nonfinite_parameter)
+    nonfinite = bad >= 0
+    if last is not None:
+        nonfinite = nonfinite | ~jnp.isfinite(last)
+    failures = [
+        (RESULTS.nonfinite, nonfinite),
+        (RESULTS.invalid_dt, ~dt_ok),
+        (RESULTS.nonfinite_parameter, ~params_ok),
+    ]
+    if stopped is not None:
+        failures.insert(0, (RESULTS.solver_stopped, stopped))
+    ok = RESULTS.where(converged, RESULTS.successful, RESULTS.steps_completed)
+    result = outcome(ok, failures)
     solution = Solution(
         xs=final, energies=energies, num_steps=num_steps, residual=res, result=result
     )
     if throw:
-        solution = raise_if_failed(_WHERE, solution)
+        solution = raise_if_failed(_WHERE, solution, failures)
     return solution
 
 
@@ -385,7 +441,8 @@ def descend(
       constant along the coupled axis.
     - `solver`: `None` for the Euler scan, or a diffrax solver.
     - `trace`: whether to record the energy. It comes from the pass that computes
-      $\partial E/\partial g$, so it costs little; `False` skips it.
+      $\partial E/\partial g$, so it costs little; `False` skips it (and the loop
+      then evaluates the gradient alone, as a hand-written loop does).
     - `tol`: if given, a positive number: stop early at a fixed point (see above).
     - `throw`: if `True` (the default), a `result` other than `successful` and
       `steps_completed` raises, with its message, through one `eqx.branched_error_if`
@@ -406,9 +463,10 @@ def descend(
     the energy at each of the `steps + 1` times $0, \mathrm{d}t, \dots,$
     `steps * dt` (`energies`, shape `(steps + 1,)`; after an early stop with `tol` the
     last energy is repeated; `None` when `trace=False`), the steps taken
-    (`num_steps`), the final `residual` $\max|\partial E/\partial g|$ over the free
-    neurons and the `result` (`converged`: `residual < tol`, `False` without `tol`;
-    `finite`).
+    (`num_steps`), the `residual` $\max|\partial E/\partial g|$ over the free
+    neurons (at the final states; without `tol` and `solver`, at the states the last
+    Euler step started from) and the `result` (`converged`: `residual < tol`, `False`
+    without `tol`; `finite`).
     """
     if not isinstance(ham, HAM):
         raise TypeError(

@@ -28,7 +28,7 @@ from .._lagrangians.polynomial import LIdentity
 from .._misc import all_finite, common_dtype
 from .._validation import positive_scalar, static_float, static_int
 from .adjoints import structured_implicit_adjoint, symmetric_tags
-from .solution import naming_the_entry, raise_if_failed, RESULTS, Solution
+from .solution import naming_the_entry, outcome, raise_if_failed, RESULTS, Solution
 from .solvers import AbstractSafeguardedSolver, SafeguardedIteration
 
 
@@ -131,16 +131,19 @@ def _solve(ham, x0, masks, rates, *, tol, max_steps, solver, adjoint, throw):
     )
     final = {name: x.astype(dtypes[name]) for name, x in unravel(root).items()}
     finite = jnp.isfinite(energy) & jnp.isfinite(res) & all_finite(root)
-    result = RESULTS.where(res < tol, RESULTS.successful, RESULTS.max_steps_reached)
-    result = RESULTS.where(finite, result, RESULTS.nonfinite)
     # A traced `dt` is checked here, once, as a result code (no host callback).
     dt_ok = ft.reduce(
         jnp.logical_and,
         [(r > 0) & jnp.isfinite(r) for r in rates.values()],
         jnp.array(True),
     )
-    result = RESULTS.where(dt_ok, result, RESULTS.invalid_dt)
-    result = RESULTS.where(params_ok, result, RESULTS.nonfinite_parameter)
+    failures = [
+        (RESULTS.max_steps_reached, ~(res < tol)),
+        (RESULTS.nonfinite, ~finite),
+        (RESULTS.invalid_dt, ~dt_ok),
+        (RESULTS.nonfinite_parameter, ~params_ok),
+    ]
+    result = outcome(RESULTS.successful, failures)
     solution = Solution(
         xs=final,
         energies=None,
@@ -149,7 +152,7 @@ def _solve(ham, x0, masks, rates, *, tol, max_steps, solver, adjoint, throw):
         result=result,
     )
     if throw:
-        solution = raise_if_failed(_WHERE, solution)
+        solution = raise_if_failed(_WHERE, solution, failures)
     return solution
 
 

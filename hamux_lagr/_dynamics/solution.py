@@ -1,6 +1,7 @@
 r"""The result of a descent or fixed-point solve: final states and how the solve went."""
 
 import contextlib
+from collections.abc import Sequence
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -25,12 +26,15 @@ class RESULTS(eqx.Enumeration):
     - `steps_completed`: `descend` ran its steps without meeting a `tol` (none was
       given, or it was not reached): not an error.
     - `max_steps_reached`: `fixed_point` did not reach `tol` within `max_steps`.
-    - `nonfinite`: a state, or the energy, became NaN or infinite.
-    - `nonfinite_parameter`: a parameter of the model (a Lagrangian's `beta`, a
-      synapse's weights) is NaN or infinite, so the solve could not be trusted.
-    - `invalid_dt`: a traced step size `dt` is not positive and finite.
     - `solver_stopped`: `descend`'s diffrax solver stopped before `steps * dt` (an
       adaptive solver runs out of `max_steps` where the state diverges).
+    - `nonfinite`: a state, or the energy, became NaN or infinite.
+    - `invalid_dt`: a traced step size `dt` is not positive and finite.
+    - `nonfinite_parameter`: a parameter of the model (a Lagrangian's `beta`, a
+      synapse's weights) is NaN or infinite, so the solve could not be trusted.
+
+    The errors come in order of precedence: where a batch fails in several ways,
+    `throw=True` raises the last one listed (a cause before its symptom).
     """
 
     successful = ""
@@ -42,25 +46,25 @@ class RESULTS(eqx.Enumeration):
         "e.g. a layer-norm layer with `leak=False`, never converges: use `descend` "
         "for a fixed time.)"
     )
+    solver_stopped = (
+        "The diffrax solver stopped before `steps * dt`: an adaptive solver runs out "
+        "of `max_steps` where the state diverges; reduce `dt` or raise `max_steps` if "
+        "it does not." + _RERUN
+    )
     nonfinite = (
         "A state or the energy became non-finite (NaN or inf): the energy may have no "
         "lower bound, or the step overflows; reduce `dt`, check the synapses' scale, "
         "or use a Lagrangian that does not overflow (`LExp`/`LRexp` grow like "
         "exp(beta x))." + _RERUN
     )
-    nonfinite_parameter = (
-        "A parameter of the model (a Lagrangian's `beta`, a synapse's weights) is "
-        "NaN or infinite; if training produced it, lower the learning rate or clip "
-        "the gradients." + _RERUN
-    )
     invalid_dt = (
         "`dt` must be positive and finite; use a small step such as `dt=0.1` (in "
         "units of the layers' `tau`)." + _RERUN
     )
-    solver_stopped = (
-        "The diffrax solver stopped before `steps * dt`: an adaptive solver runs out "
-        "of `max_steps` where the state diverges; reduce `dt` or raise `max_steps` if "
-        "it does not." + _RERUN
+    nonfinite_parameter = (
+        "A parameter of the model (a Lagrangian's `beta`, a synapse's weights) is "
+        "NaN or infinite; if training produced it, lower the learning rate or clip "
+        "the gradients." + _RERUN
     )
 
 
@@ -79,29 +83,39 @@ def is_finite(result: RESULTS) -> Bool[Array, "..."]:
     )
 
 
-def raise_if_failed(entry: str, solution: "Solution") -> "Solution":
-    """`throw=True`: one `eqx.branched_error_if` on the way out of a solve, with the
-    message of the outcome, prefixed by the entry the user called.
+def outcome(ok: RESULTS, failures: Sequence[tuple[RESULTS, Array]]) -> RESULTS:
+    """The result of a solve: the last of `failures` (pairs of an error item and
+    the boolean saying whether it happened, in `RESULTS` order) that happened, or
+    `ok` if none did."""
+    values = [item._value for item, _ in failures]
+    assert values == sorted(values), "failures must come in RESULTS order"
+    result = ok
+    for item, failed in failures:
+        result = RESULTS.where(failed, item, result)
+    return result
 
-    Under `jax.vmap` the batch raises with the message of its first failing outcome
-    (in `RESULTS` order). Each outcome's presence is an `unvmap_any`, defined for an
-    empty batch too (a maximum over the batch is not), so the index passed on is
-    the same for the whole batch.
+
+def raise_if_failed(
+    entry: str, solution: "Solution", failures: Sequence[tuple[RESULTS, Array]]
+) -> "Solution":
+    """`throw=True`: one `eqx.branched_error_if` on the way out of a solve, with the
+    message of its outcome (see `outcome`), prefixed by the entry the user called.
+
+    Under `jax.vmap` the batch raises with the message of the failure that comes
+    last in `RESULTS`: a cause (a non-finite parameter, a bad `dt`) before its
+    symptom (a non-finite state). Each failure's presence in the batch is an
+    `unvmap_any` of its own condition (defined for an empty batch too, which a
+    maximum over the batch is not), so the index passed on is the same for the whole
+    batch; a condition that is not batched (a parameter check, a `dt` shared by the
+    batch) reduces over nothing.
     """
-    result = solution.result
     messages = tuple(
         f"`{entry}`: {message}" if message else ""
         for message in RESULTS._index_to_message
     )
     index = jnp.array(0, jnp.int32)
-    errors = [
-        item
-        for name, item in RESULTS._name_to_item.items()
-        if name not in ("successful", "steps_completed")
-    ]
-    for item in reversed(errors):
-        present = unvmap_any(result == item)
-        index = jnp.where(present, jnp.int32(item._value), index)
+    for item, failed in failures:
+        index = jnp.where(unvmap_any(failed), jnp.int32(item._value), index)
     return eqx.branched_error_if(solution, index > 0, index, messages)
 
 
@@ -136,8 +150,13 @@ class Solution(eqx.Module):
       non-finite), diffrax solver steps with `solver`, or the energy-gradient
       evaluations of `fixed_point`.
     - `residual`: $\max_i |\partial E/\partial g_i|$ over the free (not clamped)
-      neurons at the final states, a scalar of the states' dtype (0 when no neuron is
-      free). At a fixed point of the dynamics it is 0.
+      neurons at the last states where the solve evaluated the gradient, a scalar of
+      the states' dtype (0 when no neuron is free). That is the final states for
+      `fixed_point`, for `descend` with `tol` and for `descend` with a diffrax
+      `solver`; for `descend`'s fixed Euler steps without `tol`, the states its last
+      step started from (the final states' would cost one more evaluation of the
+      gradient: `ham.dEdg(sol.xs)` gives it). At a fixed point of the dynamics it is
+      0.
     - `result`: the outcome, a `hamux_lagr.RESULTS` item (`successful`,
       `steps_completed`, `max_steps_reached`, `nonfinite`, `nonfinite_parameter`,
       `invalid_dt`, `solver_stopped`). With `throw=True` (the default) every outcome but

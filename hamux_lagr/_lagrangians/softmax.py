@@ -54,6 +54,27 @@ def _prepare(x, beta, axis, fn):
 # transposes of a dense memory's `(K, batch)` similarities).
 
 
+def _finite_range(x):
+    """`x` clipped to the finite numbers of its dtype.
+
+    Shifted by the maximum, an infinite entry would give `inf - inf = NaN`; clipped,
+    a `+inf` entry is the maximum and its shifted value is 0, so `exp(y) / s` is the
+    activation's limit: the one-hot at a `+inf` entry (uniform over several), and
+    uniform when every entry is `-inf`. (Entries at the largest finite number count
+    as the infinite ones.) Two maxima, not a clamp or a select: XLA's CPU backend
+    keeps the similarities' matrix product, their maximum and the exponential in one
+    kernel only for such arithmetic.
+    """
+    top = jnp.finfo(x.dtype).max
+    return -jnp.maximum(-jnp.maximum(x, -top), -top)
+
+
+def _at_infinite_maximum(m, value):
+    """`value`, or where the (clipped) maximum `m` is infinite, `m`'s infinity."""
+    top = jnp.finfo(m.dtype).max
+    return jnp.where(jnp.abs(m) < top, value, m * jnp.inf)
+
+
 def _softmax_parts(x, beta, axis):
     # Shift *before* scaling: for beta > 0, max(beta x) = beta max(x), and
     # beta * (x - max(x)) is exactly 0 at the maximum. (The other order, beta x -
@@ -61,31 +82,21 @@ def _softmax_parts(x, beta, axis):
     # |beta x| * eps, overflows exp at a large beta: -inf and NaN under jit.)
     check_nonempty_axis(x, axis, "lagr_softmax / LSoftmax")
     beta = largest_finite(beta)
-    m = lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
-    y = beta * (x - axis_expand(m, x.shape))
+    xc = _finite_range(x)
+    m = lax.stop_gradient(jnp.max(xc, axis=axis, keepdims=True))
+    y = beta * (xc - axis_expand(m, x.shape))
     e = jnp.exp(y)
     s = jnp.sum(e, axis=axis, keepdims=True)
     log_s = jnp.log(s)
-    # An infinite maximum (all entries -inf, or one +inf) makes `y` NaN; the
-    # log-sum-exp is then the maximum itself, as in `jax.nn.logsumexp`. (Guarding the
-    # output rather than `m` keeps the shift out of the similarities' fused kernel.)
-    lse = jnp.where(jnp.isfinite(m), m + log_s / beta, m)
+    # An infinite maximum (clipped to the largest finite number): the log-sum-exp is
+    # the maximum itself, as in `jax.nn.logsumexp`.
+    lse = _at_infinite_maximum(m, m + log_s / beta)
     return y, e, s, log_s, lse
 
 
 def _safe_log_p(p, log_p):
     """`log_p`, with 0 where `p == 0` (there `log_p` may be -inf; `p log p` is 0)."""
     return jnp.where(p > 0, log_p, 0)
-
-
-def _limit_at_infinity(p, x, out, axis):
-    """`p`, or where the Lagrangian `out` is infinite (a `+inf` entry, or every entry
-    `-inf`), the limit: uniform over the entries equal to it (the one-hot at a single
-    `+inf`; uniform over all entries when all are `-inf`)."""
-    level = axis_expand(out, x.shape)
-    at = (x == level).astype(p.dtype)
-    count = jnp.maximum(axis_dot(at, at, axis), 1)
-    return jnp.where(jnp.isfinite(level), p, at / axis_expand(count, x.shape))
 
 
 @ft.partial(jax.custom_jvp, nondiff_argnums=(2,))
@@ -98,7 +109,7 @@ def _softmax_jvp(axis, primals, tangents):
     x, beta = primals
     x_dot, beta_dot = tangents
     y, e, s, log_s, out = _softmax_parts(x, beta, axis)
-    p = _limit_at_infinity(e / axis_expand(s, e.shape), x, out, axis)
+    p = e / axis_expand(s, e.shape)
 
     def dbeta():
         # d/dbeta logsumexp(beta x) / beta = sum(p log p) / beta**2 (minus the entropy);
@@ -192,18 +203,20 @@ def _softmax_unstable(x, beta, axis):
 
 def _ghostmax_parts(x, beta, axis):
     # Shift by max(max(x), 0) before scaling (the ghost logit is 0; see
-    # `_softmax_parts` for why the shift comes first).
+    # `_softmax_parts` for why the shift comes first, and how a `+inf` entry is
+    # shifted).
     check_nonempty_axis(x, axis, "lagr_ghostmax / LGhostmax")
     beta = largest_finite(beta)
-    m = lax.stop_gradient(jnp.maximum(jnp.max(x, axis=axis, keepdims=True), 0))
-    y = beta * (x - axis_expand(m, x.shape))
+    xc = _finite_range(x)
+    m = lax.stop_gradient(jnp.maximum(jnp.max(xc, axis=axis, keepdims=True), 0))
+    y = beta * (xc - axis_expand(m, x.shape))
     bm = beta * m
     e = jnp.exp(y)
     e0 = jnp.exp(-bm)
     s = e0 + jnp.sum(e, axis=axis, keepdims=True)
     log_s = jnp.log(s)
-    # A +inf entry makes `y` NaN; the Lagrangian is then +inf (see `_softmax_parts`).
-    lse = jnp.where(jnp.isfinite(m), m + log_s / beta, m)
+    # A +inf entry: the Lagrangian is +inf (see `_softmax_parts`).
+    lse = _at_infinite_maximum(m, m + log_s / beta)
     return bm, y, e, s, log_s, lse
 
 
@@ -217,7 +230,7 @@ def _ghostmax_jvp(axis, primals, tangents):
     x, beta = primals
     x_dot, beta_dot = tangents
     bm, y, e, s, log_s, out = _ghostmax_parts(x, beta, axis)
-    p = _limit_at_infinity(e / axis_expand(s, e.shape), x, out, axis)
+    p = e / axis_expand(s, e.shape)
 
     def dbeta():
         # Minus the entropy of (p, p0), p0 = 1 - sum(p) the ghost's probability.

@@ -300,10 +300,13 @@ class ImageEnergyTransformer(eqx.Module):
         trace `sol.energies` (`steps + 1` energies, never rising for a small enough
         `alpha`), and its report.
         """
+        return self._descend(x, steps, alpha, trace=True)
+
+    def _descend(self, x, steps, alpha, *, trace: bool) -> Solution:
         steps = self.steps if steps is None else _positive_int(steps, "steps", _NAME, 0)
         dt = self.alpha if alpha is None else _step_size(alpha, _NAME)
         x = self._check_tokens(x, "descend")
-        return descend(self.ham, {TOKENS: x}, steps=steps, dt=dt)
+        return descend(self.ham, {TOKENS: x}, steps=steps, dt=dt, trace=trace)
 
     def decode(
         self,
@@ -359,7 +362,8 @@ class ImageEnergyTransformer(eqx.Module):
         decoded, the visible ones too).
         """
         x = self.encode(image, mask)
-        return self.decode(self.descend(x, steps=steps, alpha=alpha).xs)
+        # Without the energy trace, which the image does not need.
+        return self.decode(self._descend(x, steps, alpha, trace=False).xs)
 
     # ------------------------------------------------------------------------------
     # checks
