@@ -139,12 +139,12 @@ def _euler(ham, xs, masks, rates, *, steps, trace, tol):
     gradient (and of the energy, for the trace), each followed by a step; the last
     step's gradient also gives the residual (that of the state the last step started
     from: the final state's would cost one more evaluation of the gradient). A
-    non-finite state stays non-finite
-    (an Euler step from it is NaN or infinite), so the final state's finiteness says
-    whether any state was not finite; only then is the loop replayed, with a check
-    of each state, to find the first (`lax.cond` on the whole batch: never in a
-    finite solve). The trace's last energy is one evaluation of the energy alone. No
-    buffer grows with `steps` unless the energy trace is asked for.
+    non-finite state stays non-finite (an Euler step from it is NaN or infinite), so
+    the final state's finiteness says whether any state was not finite; only then is
+    the loop replayed, with a check of each state, to find the first (a `lax.cond` on
+    the whole batch: never in a finite solve). The trace's last energy is one
+    evaluation of the energy alone. No buffer grows with `steps` unless the energy
+    trace is asked for.
     """
     int32 = jnp.int32
     if tol is None:
