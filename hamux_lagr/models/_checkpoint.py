@@ -212,15 +212,3 @@ def write_checkpoint(file, arrays: Mapping[str, np.ndarray]) -> None:
     """Writes the twelve arrays as float32 to an `.npz` (a path or an open file)."""
     out = {key: np.asarray(arrays[key], dtype=np.float32) for key in AXES}
     np.savez(file, **out)  # pyright: ignore[reportArgumentType]
-
-
-__all__ = [
-    "AXES",
-    "TOKENS",
-    "check_checkpoint",
-    "checkpoint_arrays",
-    "infer_geometry",
-    "read_checkpoint",
-    "with_checkpoint_arrays",
-    "write_checkpoint",
-]

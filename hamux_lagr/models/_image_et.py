@@ -460,6 +460,3 @@ def _attention(wq, wk, beta: float, prevent_self_attention: bool):
     if prevent_self_attention:
         return NoSelfAttention(wq, wk, beta)
     return AttentionSynapse(wq, wk, beta)
-
-
-__all__ = ["ImageEnergyTransformer"]

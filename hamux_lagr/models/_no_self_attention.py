@@ -57,6 +57,3 @@ class NoSelfAttention(Synapse):
         # log-sum-exp, and its gradient there is 0 (a softmax weight of 0).
         scores = jnp.where(others, scores, -jnp.inf)
         return -jnp.sum(jax.nn.logsumexp(scores, axis=-1)) / self.beta
-
-
-__all__ = ["NoSelfAttention"]

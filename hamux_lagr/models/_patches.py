@@ -174,15 +174,3 @@ def denormalise_image(
     x = _as_image(image, "denormalise_image")
     m, s = _channel_stats(x, mean, std, "denormalise_image")
     return x * s + m
-
-
-__all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "check_image_and_mask",
-    "denormalise_image",
-    "image_geometry",
-    "normalise_image",
-    "patchify",
-    "unpatchify",
-]

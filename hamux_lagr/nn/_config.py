@@ -149,16 +149,3 @@ def features(
             )
         )
     return arr
-
-
-__all__ = [
-    "activation",
-    "required_size",
-    "features",
-    "flag",
-    "mask",
-    "per_head",
-    "positive_float",
-    "size",
-    "steps_max",
-]

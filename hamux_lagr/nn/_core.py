@@ -210,6 +210,3 @@ def _unlimited(carry, step, k, scaling, mask, act) -> Retrieval:
     xi = act(masked_logits(q, k, scaling, mask))
     steps = lax.stop_gradient(steps).astype(jnp.int32)
     return Retrieval(q, xi, steps, lax.stop_gradient(change))
-
-
-__all__ = ["association_fn", "energy", "layer_norm", "linear", "masked_logits"]

@@ -622,6 +622,3 @@ class Hopfield(eqx.Module):
         A dict from hopfield-layers' keys to NumPy arrays.
         """
         return to_state_dict(self, hopfield_entries(self, ()))
-
-
-__all__ = ["Hopfield"]

@@ -220,6 +220,3 @@ def _entries(layer: HopfieldLayer):
         weights_entry(layer, "lookup_weights", "lookup_weights")
         + weights_entry(layer, "target_weights", "target_weights")
     ) + (hopfield_entries(layer.hopfield, ("hopfield",), "hopfield."))
-
-
-__all__ = ["HopfieldLayer"]

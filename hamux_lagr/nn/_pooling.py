@@ -206,6 +206,3 @@ def _entries(layer: HopfieldPooling):
     return weights_entry(layer, "pooling_weights", "pooling_weights") + (
         hopfield_entries(layer.hopfield, ("hopfield",), "hopfield.")
     )
-
-
-__all__ = ["HopfieldPooling"]

@@ -150,6 +150,3 @@ def project(layer, state, stored, projection, stored_mask, association_mask):
         mask = jnp.pad(mask, ((0, 0), (0, extra)), constant_values=True)[None]
     beta = jnp.asarray(layer.scaling, dtype)
     return q, k, v, mask, beta
-
-
-__all__ = ["project"]

@@ -57,6 +57,3 @@ class HopfieldSolution(eqx.Module):
     energy_initial: Float[Array, " H"]
     energy_final: Float[Array, " H"]
     result: HopfieldResults
-
-
-__all__ = ["HopfieldResults", "HopfieldSolution"]

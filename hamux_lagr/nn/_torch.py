@@ -167,12 +167,3 @@ def from_state_dict(module: Any, state_dict: Mapping, entries: list[Entry]) -> A
                 lambda m, p=path: _get(m, p), module, jnp.asarray(piece)
             )
     return module
-
-
-__all__ = [
-    "Entry",
-    "from_state_dict",
-    "hopfield_entries",
-    "to_state_dict",
-    "weights_entry",
-]
