@@ -1,6 +1,7 @@
 r"""`Hopfield`: the Hopfield layer of Ramsauer et al. (2020), with hopfield-layers'
 arguments, one sample per call."""
 
+import inspect
 import math
 from collections.abc import Sequence
 
@@ -622,3 +623,17 @@ class Hopfield(eqx.Module):
         A dict from hopfield-layers' keys to NumPy arrays.
         """
         return to_state_dict(self, hopfield_entries(self, ()))
+
+
+def hopfield_arguments(namespace: dict) -> dict:
+    """The arguments of `Hopfield` (all but `key`) from `namespace`, the `locals()`
+    of a layer's constructor that takes them under the same names (`HopfieldPooling`,
+    `HopfieldLayer`)."""
+    return {name: namespace[name] for name in _ARGUMENTS}
+
+
+_ARGUMENTS = tuple(
+    name
+    for name in inspect.signature(Hopfield.__init__).parameters
+    if name not in ("self", "key")
+)

@@ -10,7 +10,7 @@ from jaxtyping import Array, Float, PRNGKeyArray, Shaped
 
 from .._lagrangians.base import Lagrangian
 from . import _config as cfg
-from ._hopfield import Hopfield
+from ._hopfield import Hopfield, hopfield_arguments
 from ._report import HopfieldSolution
 from ._torch import from_state_dict, hopfield_entries, to_state_dict, weights_entry
 
@@ -79,42 +79,7 @@ class HopfieldPooling(eqx.Module):
     ):
         where = "HopfieldPooling"
         hkey, wkey = jax.random.split(key)
-        self.hopfield = Hopfield(
-            input_size,
-            hidden_size,
-            output_size,
-            pattern_size,
-            num_heads,
-            scaling,
-            update_steps_max,
-            update_steps_eps,
-            normalize_stored_pattern,
-            normalize_stored_pattern_affine,
-            normalize_stored_pattern_eps,
-            normalize_state_pattern,
-            normalize_state_pattern_affine,
-            normalize_state_pattern_eps,
-            normalize_pattern_projection,
-            normalize_pattern_projection_affine,
-            normalize_pattern_projection_eps,
-            normalize_hopfield_space,
-            normalize_hopfield_space_affine,
-            normalize_hopfield_space_eps,
-            stored_pattern_as_static,
-            state_pattern_as_static,
-            pattern_projection_as_static,
-            pattern_projection_as_connected,
-            stored_pattern_size,
-            pattern_projection_size,
-            association_activation,
-            dropout,
-            input_bias,
-            concat_bias_pattern,
-            add_zero_association,
-            disable_out_projection,
-            lagrangian,
-            key=hkey,
-        )
+        self.hopfield = Hopfield(**hopfield_arguments(locals()), key=hkey)
         self.quantity = cfg.required_size(quantity, "quantity", where)
         self.trainable = cfg.flag(trainable, "trainable", where)
         size = self.hopfield.hidden_size if state_pattern_as_static else input_size
