@@ -7,6 +7,8 @@ and exports with a plain `jax.export`, and no buffer grows with `steps` unless t
 energy trace is asked for.
 """
 
+import functools as ft
+
 import diffrax
 import equinox as eqx
 import jax
@@ -128,6 +130,25 @@ def test_plain_jax_export_of_a_retrieval_round_trips():
         np.testing.assert_allclose(out[name], expected[name], rtol=1e-6)
 
 
+def test_with_throw_the_euler_loop_is_compiled_once():
+    # `throw=False` reports the step at which a state went non-finite: a replay of
+    # the loop, in a conditional on the batch. With `throw=True` that step is never
+    # seen (the solve raises), and the replay is not compiled.
+    ham = _two_layer_model()
+    xs = ham.init_states()
+
+    def loops(throw):
+        solve = jax.vmap(lambda x: hl.descend(ham, x, steps=4, dt=0.1, throw=throw))
+        batch = jax.tree.map(lambda x: jnp.stack([x, x]), xs)
+        jaxpr = jax.make_jaxpr(solve)(batch).jaxpr
+        return [
+            e.primitive.name for e, _ in _equations(jaxpr) if e.primitive.name in _LOOPS
+        ]
+
+    assert loops(throw=True) == ["scan"]
+    assert sorted(loops(throw=False)) == ["scan", "while"]
+
+
 def test_a_non_finite_parameter_is_a_result_code_and_raises_with_throw():
     ham = _two_layer_model(jnp.float64)
     bad = eqx.tree_at(
@@ -199,6 +220,64 @@ def test_the_batch_error_names_the_outcome_under_vmap():
     # An empty batch raises nothing.
     empty = {"v": jnp.zeros((0, 2))}
     jax.vmap(lambda x: hl.descend(ham, x, steps=3, dt=1.0))(empty)
+
+
+@pytest.mark.parametrize("shape", [(5000,), (64, 64), (256, 784)])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_finiteness_checks_find_one_bad_entry_in_a_large_array(shape, bad):
+    # XLA's CPU maximum over more than about a thousand entries drops NaN
+    # (openxla/xla#21461): the check must not be a maximum.
+    from hamux_lagr._misc import all_finite
+
+    for where in [(0,) * len(shape), tuple(d - 1 for d in shape)]:
+        x = jnp.zeros(shape, jnp.float32).at[where].set(bad)
+        assert not bool(all_finite(x)) and not bool(jax.jit(all_finite)(x))
+        rows = jax.jit(jax.vmap(all_finite))(x.reshape(shape[0], -1))
+        assert [int(i) for i in np.flatnonzero(~np.asarray(rows))] == [where[0]]
+    big = jnp.full(shape, jnp.finfo(jnp.float32).max)
+    assert bool(jax.jit(all_finite)(big))
+    # The residual max |dE/dg|: infinite, never below a `tol`.
+    from hamux_lagr._clamp import residual
+
+    x = jnp.zeros(shape, jnp.float32).at[(0,) * len(shape)].set(bad)
+    assert jax.jit(residual)({"v": None}, {"v": x}) == jnp.inf
+
+
+def test_a_nan_in_a_large_batch_or_weight_matrix_is_reported():
+    # Sizes where a maximum on XLA's CPU drops NaN: 32 states of 784 entries, 64 x 64
+    # patterns.
+    patterns = random_patterns(64, 784, jnp.float32) / 28.0
+    ham = dense_memory_ham(patterns, 4.0)
+    queries = patterns[:32] + 0.01
+    queries = queries.at[5, 700].set(jnp.nan)
+
+    def solve(ham, queries, **kwargs):
+        return jax.vmap(lambda q: hl.descend(ham, {"v": q}, dt=0.1, **kwargs))(queries)
+
+    for tol in [None, 1e-4]:
+        sols = jax.jit(ft.partial(solve, steps=10, tol=tol, throw=False))(ham, queries)
+        bad = np.flatnonzero(np.asarray(sols.result != hl.RESULTS.nonfinite))
+        assert 5 not in bad and len(bad) == 31
+        assert int(sols.num_steps[5]) == 0 and not np.isfinite(sols.residual[5])
+    with pytest.raises(eqx.EquinoxRuntimeError, match="non-finite"):
+        eqx.filter_jit(ft.partial(solve, steps=10))(ham, queries)
+    fixed = jax.jit(
+        jax.vmap(lambda q: hl.fixed_point(ham, {"v": q}, dt=0.5, throw=False))
+    )(queries)
+    nonfinite = np.asarray(fixed.result == hl.RESULTS.nonfinite)
+    assert list(np.flatnonzero(nonfinite)) == [5]
+    assert bool(np.all(np.delete(np.asarray(fixed.converged), 5)))
+    # A NaN among the traced patterns of a 64 x 64 memory.
+    small = dense_memory_ham(random_patterns(64, 64, jnp.float32) / 8.0, 4.0)
+    broken = eqx.tree_at(
+        lambda h: h.synapses["memory"].patterns,
+        small,
+        small.synapses["memory"].patterns.at[40, 63].set(jnp.nan),
+    )
+    one = jax.jit(lambda h, x: hl.descend(h, {"v": x}, steps=3, dt=0.1, throw=False))
+    x0 = jnp.zeros(64, jnp.float32)
+    assert one(broken, x0).result == hl.RESULTS.nonfinite_parameter
+    assert one(small, x0).result == hl.RESULTS.steps_completed
 
 
 def _temp_bytes(fn, *args):

@@ -19,7 +19,7 @@ from jaxtyping import Array, Float
 from .._clamp import check_clamp, euler_step, residual
 from .._custom_types import Clamp, States, StatesLike
 from .._ham import HAM, prepare_states
-from .._misc import all_finite, common_dtype
+from .._misc import all_finite, common_dtype, select
 from .._validation import positive_scalar, static_float, static_int
 from .solution import naming_the_entry, outcome, raise_if_failed, RESULTS, Solution
 
@@ -126,14 +126,15 @@ def _first_nonfinite(step, xs: States, steps: int) -> Array:
         return t + jnp.array(1, jnp.int32), step(x, None)[0]
 
     t, x = lax.while_loop(cond, body, (jnp.array(0, jnp.int32), xs))
-    return jnp.where(all_finite(x), jnp.int32(_NO_BAD), t)
+    return select(all_finite(x), jnp.int32(_NO_BAD), t)
 
 
-def _euler(ham, xs, masks, rates, *, steps, trace, tol):
+def _euler(ham, xs, masks, rates, *, steps, trace, tol, locate):
     """Fixed-step Euler on one sample: returns `(xs, energies | None, bad_step,
     num_steps, energy | None, residual)`: `energy` (when computed) and `residual`
     those of the last state where the gradient was evaluated, `bad_step` the first
-    step with a non-finite state (-1 if none).
+    step with a non-finite state (-1 if none; `steps` if some state was not finite
+    and `locate` is false).
 
     Without `tol`, the loop is what a hand-written one is: `steps` evaluations of the
     gradient (and of the energy, for the trace), each followed by a step; the last
@@ -142,9 +143,10 @@ def _euler(ham, xs, masks, rates, *, steps, trace, tol):
     non-finite state stays non-finite (an Euler step from it is NaN or infinite), so
     the final state's finiteness says whether any state was not finite; only then is
     the loop replayed, with a check of each state, to find the first (a `lax.cond` on
-    the whole batch: never in a finite solve). The trace's last energy is one
-    evaluation of the energy alone. No buffer grows with `steps` unless the energy
-    trace is asked for.
+    the whole batch: never in a finite solve). Only with `locate`: with `throw=True`
+    a non-finite state raises, so the step is never seen, and the replay is not
+    compiled. The trace's last energy is one evaluation of the energy alone. No
+    buffer grows with `steps` unless the energy trace is asked for.
     """
     int32 = jnp.int32
     if tol is None:
@@ -174,12 +176,12 @@ def _euler(ham, xs, masks, rates, *, steps, trace, tol):
                 t == steps - 1, last_residual, lambda x, d, r: r, x, dsyn, res
             )
             new = euler_step(masks, rates, x, ham._dEdg(x, dsyn))
-            x = jax.tree.map(lambda old, new: jnp.where(res < 0, old, new), x, new)
+            x = jax.tree.map(lambda old, new: select(res < 0, old, new), x, new)
             return (x, t + jnp.array(1, int32), res), energy
 
         if steps == 0:
             energy, dsyn = ham._energy_and_dsyn(xs)
-            bad = jnp.where(all_finite(xs), jnp.int32(_NO_BAD), jnp.int32(0))
+            bad = select(all_finite(xs), jnp.int32(_NO_BAD), jnp.int32(0))
             energies = energy[None] if trace else None
             res = residual(masks, ham._dEdg(xs, dsyn))
             return xs, energies, bad, jnp.array(0, int32), energy, res
@@ -190,12 +192,15 @@ def _euler(ham, xs, masks, rates, *, steps, trace, tol):
             assert energies is not None
             last = ham._energy(final)
             energies = jnp.concatenate([energies, last[None]])
-        bad = lax.cond(
-            unvmap_any(~all_finite(final)),
-            lambda: _first_nonfinite(step, xs, steps),
-            lambda: jnp.array(_NO_BAD, int32),
-        )
-        num_steps = jnp.where(bad < 0, jnp.array(steps, int32), bad)
+        if locate:
+            bad = lax.cond(
+                unvmap_any(~all_finite(final)),
+                lambda: _first_nonfinite(step, xs, steps),
+                lambda: jnp.array(_NO_BAD, int32),
+            )
+        else:
+            bad = select(all_finite(final), jnp.int32(_NO_BAD), jnp.int32(steps))
+        num_steps = select(bad < 0, jnp.array(steps, int32), bad)
         return final, energies, bad, num_steps, last, res
     # Run to a fixed point: stop once max |dE/dg| < tol on the free neurons, after
     # `steps` steps, or at the first non-finite state (a non-finite gradient moves
@@ -218,22 +223,22 @@ def _euler(ham, xs, masks, rates, *, steps, trace, tol):
         res = residual(masks, dEdg)
         stop = (t >= steps) | (res < tol) | ~all_finite(x)
         x = jax.tree.map(
-            lambda old, new: jnp.where(stop, old, new),
+            lambda old, new: select(stop, old, new),
             x,
             euler_step(masks, rates, x, dEdg),
         )
-        t = jnp.where(stop, t, t + jnp.array(1, int32))
+        t = select(stop, t, t + jnp.array(1, int32))
         energy = jnp.zeros((), edtype) if energy is None else energy.astype(edtype)
         return t, x, energy, res, buffer, stop.astype(int32)
 
     zero = jnp.zeros((), edtype)
     carry = (jnp.array(0, int32), xs, zero, zero, buffer, jnp.array(0, int32))
     t, final, last, res, buffer, _ = lax.while_loop(cond, loop, carry)
-    bad = jnp.where(all_finite(final), jnp.int32(_NO_BAD), t)
+    bad = select(all_finite(final), jnp.int32(_NO_BAD), t)
     energies = None
     if trace:
         # After convergence the state is (to `tol`) constant: repeat the last energy.
-        energies = jnp.where(jnp.arange(steps + 1, dtype=int32) > t, buffer[t], buffer)
+        energies = select(jnp.arange(steps + 1, dtype=int32) > t, buffer[t], buffer)
     return final, energies, bad, t, (last if trace else None), res
 
 
@@ -287,11 +292,11 @@ def _ode(ham, xs, masks, dt, *, steps, trace, tol, solver, options):
     final = jax.tree.map(lambda y: y[-1], solution.ys[0])
     num_steps = jnp.asarray(solution.stats["num_steps"]).astype(jnp.int32)
     stopped = ~diffrax.is_okay(solution.result)
-    bad = jnp.where(all_finite(final), jnp.int32(_NO_BAD), num_steps)
+    bad = select(all_finite(final), jnp.int32(_NO_BAD), num_steps)
     # A non-finite start is step 0 (the solver cannot tell it from a later one).
     start_bad = ~all_finite(y0)
-    bad = jnp.where(start_bad, jnp.int32(0), bad)
-    num_steps = jnp.where(start_bad, jnp.int32(0), num_steps)
+    bad = select(start_bad, jnp.int32(0), bad)
+    num_steps = select(start_bad, jnp.int32(0), num_steps)
     final = {name: final[name].astype(dtypes[name]) for name in final}
     last, dEdg = ham._energy_and_dEdg(final)
     res = residual(masks, dEdg)
@@ -302,7 +307,7 @@ def _ode(ham, xs, masks, dt, *, steps, trace, tol, solver, options):
     # Times after an early stop are not saved (diffrax fills them with inf): the
     # trace repeats the last energy.
     reached = ts < solution.ts[0][-1]
-    energies = jnp.where(reached, solution.ys[1].astype(edtype), last.astype(edtype))
+    energies = select(reached, solution.ys[1].astype(edtype), last.astype(edtype))
     return final, energies, bad, num_steps, stopped, last, res
 
 
@@ -314,7 +319,11 @@ def _descend(ham, xs, masks, dt, *, steps, trace, tol, throw, solver, options):
     dt_ok = (dt > 0) & jnp.isfinite(dt)
     if solver is None:
         rates = _rates(ham, dt, xs)
-        out = _euler(ham, xs, masks, rates, steps=steps, trace=trace, tol=tol)
+        # With `throw=True` a failed solve raises: where a state went non-finite is
+        # never seen, so it is not looked for.
+        out = _euler(
+            ham, xs, masks, rates, steps=steps, trace=trace, tol=tol, locate=not throw
+        )
         final, energies, bad, num_steps, last, res = out
         stopped = None
     else:

@@ -9,6 +9,7 @@ from equinox.internal import unvmap_any
 from jaxtyping import Array, Bool, Float, Int
 
 from .._custom_types import States
+from .._misc import select
 
 
 _RERUN = (
@@ -115,7 +116,7 @@ def raise_if_failed(
     )
     index = jnp.array(0, jnp.int32)
     for item, failed in failures:
-        index = jnp.where(unvmap_any(failed), jnp.int32(item._value), index)
+        index = select(unvmap_any(failed), jnp.int32(item._value), index)
     return eqx.branched_error_if(solution, index > 0, index, messages)
 
 
@@ -151,12 +152,12 @@ class Solution(eqx.Module):
       evaluations of `fixed_point`.
     - `residual`: $\max_i |\partial E/\partial g_i|$ over the free (not clamped)
       neurons at the last states where the solve evaluated the gradient, a scalar of
-      the states' dtype (0 when no neuron is free). That is the final states for
-      `fixed_point`, for `descend` with `tol` and for `descend` with a diffrax
-      `solver`; for `descend`'s fixed Euler steps without `tol`, the states its last
-      step started from (the final states' would cost one more evaluation of the
-      gradient: `ham.dEdg(sol.xs)` gives it). At a fixed point of the dynamics it is
-      0.
+      the states' dtype (0 when no neuron is free, inf when an entry of the
+      gradient is not finite). That is the final states for `fixed_point`, for
+      `descend` with `tol` and for `descend` with a diffrax `solver`; for
+      `descend`'s fixed Euler steps without `tol`, the states its last step started
+      from (the final states' would cost one more evaluation of the gradient:
+      `ham.dEdg(sol.xs)` gives it). At a fixed point of the dynamics it is 0.
     - `result`: the outcome, a `hamux_lagr.RESULTS` item (`successful`,
       `steps_completed`, `max_steps_reached`, `nonfinite`, `nonfinite_parameter`,
       `invalid_dt`, `solver_stopped`). With `throw=True` (the default) every outcome but

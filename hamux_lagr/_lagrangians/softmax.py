@@ -13,7 +13,7 @@ from jax import lax
 from jaxtyping import Array, Float
 
 from .._custom_types import ParamLike, Scalar, StateLike
-from .._misc import largest_finite
+from .._misc import largest_finite, select
 from .._validation import (
     as_state,
     learnable,
@@ -72,7 +72,7 @@ def _finite_range(x):
 def _at_infinite_maximum(m, value):
     """`value`, or where the (clipped) maximum `m` is infinite, `m`'s infinity."""
     top = jnp.finfo(m.dtype).max
-    return jnp.where(jnp.abs(m) < top, value, m * jnp.inf)
+    return select(jnp.abs(m) < top, value, m * jnp.inf)
 
 
 def _softmax_parts(x, beta, axis):
@@ -96,7 +96,7 @@ def _softmax_parts(x, beta, axis):
 
 def _safe_log_p(p, log_p):
     """`log_p`, with 0 where `p == 0` (there `log_p` may be -inf; `p log p` is 0)."""
-    return jnp.where(p > 0, log_p, 0)
+    return select(p > 0, log_p, 0)
 
 
 @ft.partial(jax.custom_jvp, nondiff_argnums=(2,))
@@ -115,7 +115,7 @@ def _softmax_jvp(axis, primals, tangents):
         # d/dbeta logsumexp(beta x) / beta = sum(p log p) / beta**2 (minus the entropy);
         # 0 at an infinite maximum, where the value is the maximum.
         log_p = _safe_log_p(p, y - axis_expand(log_s, y.shape))
-        neg_h = jnp.where(jnp.isfinite(out), axis_dot(p, log_p, axis), 0)
+        neg_h = select(jnp.isfinite(out), axis_dot(p, log_p, axis), 0)
         return neg_h / beta**2 * beta_dot
 
     tangent = tangent_sum(
@@ -238,7 +238,7 @@ def _ghostmax_jvp(axis, primals, tangents):
         p0 = jnp.exp(log_p0)
         log_p = _safe_log_p(p, y - axis_expand(log_s, y.shape))
         neg_h = axis_dot(p, log_p, axis) + p0 * _safe_log_p(p0, log_p0)
-        neg_h = jnp.where(jnp.isfinite(out), neg_h, 0)  # a +inf entry: see above
+        neg_h = select(jnp.isfinite(out), neg_h, 0)  # a +inf entry: see above
         return neg_h / beta**2 * beta_dot
 
     tangent = tangent_sum(
