@@ -21,6 +21,9 @@ all of it in the timed, jitted function.
    w.r.t. the patterns): ours / hand-written (target <= 1.10);
 3. jit compile time (trace, lower, compile) of (1): ours / hand-written (target <=
    1.3) for new shapes in a warm process, and with every cache cleared (information);
+   and, for information, that of a hand-written loop returning what the default
+   retrieval returns (`hand_solution`: the floor of what `descend` must compile)
+   against the bare loop, and ours against it;
 4. time to a fixed point (max |dE/dg| < 1e-4): the documented fast option (Euler with
    dt = tau, the concave-convex / Ramsauer update, stopped with `tol`) and an adaptive
    diffrax solver, against Euler dt=0.1 stopped with `tol`: ratios of wall time and of
