@@ -18,6 +18,8 @@ import pytest
 from helpers import dense_memory_ham, random_patterns, run_without_hook
 
 import hamux_lagr as hl
+from hamux_lagr._clamp import residual
+from hamux_lagr._misc import all_finite
 
 
 _CALLBACKS = ("pure_callback", "io_callback", "debug_callback")
@@ -227,8 +229,6 @@ def test_the_batch_error_names_the_outcome_under_vmap():
 def test_finiteness_checks_find_one_bad_entry_in_a_large_array(shape, bad):
     # XLA's CPU maximum over more than about a thousand entries drops NaN
     # (openxla/xla#21461): the check must not be a maximum.
-    from hamux_lagr._misc import all_finite
-
     for where in [(0,) * len(shape), tuple(d - 1 for d in shape)]:
         x = jnp.zeros(shape, jnp.float32).at[where].set(bad)
         assert not bool(all_finite(x)) and not bool(jax.jit(all_finite)(x))
@@ -237,8 +237,6 @@ def test_finiteness_checks_find_one_bad_entry_in_a_large_array(shape, bad):
     big = jnp.full(shape, jnp.finfo(jnp.float32).max)
     assert bool(jax.jit(all_finite)(big))
     # The residual max |dE/dg|: infinite, never below a `tol`.
-    from hamux_lagr._clamp import residual
-
     x = jnp.zeros(shape, jnp.float32).at[(0,) * len(shape)].set(bad)
     assert jax.jit(residual)({"v": None}, {"v": x}) == jnp.inf
 
@@ -256,8 +254,8 @@ def test_a_nan_in_a_large_batch_or_weight_matrix_is_reported():
 
     for tol in [None, 1e-4]:
         sols = jax.jit(ft.partial(solve, steps=10, tol=tol, throw=False))(ham, queries)
-        bad = np.flatnonzero(np.asarray(sols.result != hl.RESULTS.nonfinite))
-        assert 5 not in bad and len(bad) == 31
+        fine = np.flatnonzero(np.asarray(sols.result != hl.RESULTS.nonfinite))
+        assert 5 not in fine and len(fine) == 31
         assert int(sols.num_steps[5]) == 0 and not np.isfinite(sols.residual[5])
     with pytest.raises(eqx.EquinoxRuntimeError, match="non-finite"):
         eqx.filter_jit(ft.partial(solve, steps=10))(ham, queries)
